@@ -1,0 +1,150 @@
+"""One typed config tree for every command.
+
+A run is described by one YAML file from ``configs/`` plus ``--set key=value``
+overrides. Every section is a pydantic model that forbids unknown keys, so a
+typo such as ``model.hiden_size`` is an error rather than a silently ignored
+setting. :func:`load_config` turns any validation problem into a
+:class:`ConfigError` whose message is one line naming the key, the bad value
+and what is allowed; the CLI prints that line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from asl_ray.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the dataset comes from and which part of it is used."""
+
+    source: Literal["wlasl", "asl-signs"] = Field("wlasl", description="dataset format")
+    wlasl_json: Path | None = Field(None, description="WLASL_v0.3.json")
+    videos_dir: Path | None = Field(None, description="folder of <video_id>.mp4 files")
+    subset: Literal[100, 300, 1000, 2000] | None = Field(
+        None, description="official nslt_<N>.json subset, read next to wlasl_json"
+    )
+    top_k_glosses: int | None = Field(
+        None, gt=0, description="keep the K glosses with most videos (after subset)"
+    )
+    asl_signs_dir: Path | None = Field(
+        None, description="Kaggle ISLR folder with train.csv and train_landmark_files/"
+    )
+    val_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="asl-signs: share of participants held out as val"
+    )
+    split_seed: int = Field(0, description="asl-signs: seed of the participant split")
+
+    @model_validator(mode="after")
+    def _paths_for_source(self) -> DataConfig:
+        if self.source == "wlasl" and self.wlasl_json is None:
+            raise ValueError("data.wlasl_json is required when data.source is 'wlasl'")
+        if self.source == "asl-signs" and self.asl_signs_dir is None:
+            raise ValueError("data.asl_signs_dir is required when data.source is 'asl-signs'")
+        return self
+
+
+class RayConfig(_Section):
+    """How to reach Ray: a local single-node instance unless an address is given."""
+
+    address: str | None = Field(None, description="'auto' or ray://host:port; None = local")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of the local instance")
+    dashboard_host: str = Field("127.0.0.1", description="bind address of the dashboard")
+    include_dashboard: bool = Field(True, description="Train-in-Tune needs the dashboard")
+
+
+class Config(_Section):
+    """The whole tree; each command reads the sections it needs."""
+
+    data: DataConfig
+    ray: RayConfig = RayConfig()
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``model.hidden_size=64`` -> ("model.hidden_size", 64); values are YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. model.hidden_size=64")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        owner: Any = model
+        for part in err["loc"][:-1]:
+            is_model = isinstance(owner, type) and issubclass(owner, BaseModel)
+            field = owner.model_fields.get(str(part)) if is_model else None
+            owner = field.annotation if field is not None else None
+        is_model = isinstance(owner, type) and issubclass(owner, BaseModel)
+        allowed = ", ".join(owner.model_fields) if is_model else "?"
+        return f"{loc}: unknown key (allowed: {allowed})"
+    if err["type"] == "value_error" and not err["loc"]:
+        return str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}={value!r}: {msg}" if loc else msg
+
+
+def validate_tree(tree: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = len(exc.errors()) - 1
+        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(f"{source}: {_describe(dict(first), Config)}{tail}") from None
+
+
+def load_config(path: Path | str | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config, apply ``key=value`` overrides, validate the result.
+
+    Relative paths inside the YAML are resolved against the current directory,
+    which is how every command in the README is run (from the project root).
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path}:{where} invalid YAML") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        tree = loaded or {}
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    return validate_tree(tree, str(path) if path is not None else "config")
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML that :func:`load_config` accepts as is."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,31 @@
+"""Start or join Ray. The only place that calls ``ray.init``.
+
+Local single-node mode is the default: a Ray instance on this machine with the
+configured CPUs and its dashboard bound to 127.0.0.1 only. With
+``ray.address`` set (or ``RAY_ADDRESS`` in the environment, as ``ray job
+submit`` sets it) we join that cluster instead and start nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from asl_ray.config import RayConfig
+
+
+def init_ray(cfg: RayConfig, **extra: Any) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **extra)
+        return
+    ray.init(
+        num_cpus=cfg.num_cpus,
+        include_dashboard=cfg.include_dashboard,
+        dashboard_host=cfg.dashboard_host,
+        **extra,
+    )

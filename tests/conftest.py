@@ -1,0 +1,28 @@
+"""Shared fixtures. Real data comes from ../shared/data; under CI=true its
+absence fails the test instead of skipping it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ASL_RAY_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def require_shared(*parts: str) -> Path:
+    """Path under ../shared/data; fail under CI, skip elsewhere, when absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        msg = f"real data missing: {path} (see ../shared/data/README.md)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    return require_shared()
