@@ -18,6 +18,13 @@ Examples:
   $ asl-ray manifest -c configs/wlasl100.yaml
   $ asl-ray manifest -c configs/wlasl100.yaml --set data.top_k_glosses=10
   $ asl-ray manifest -c configs/asl_signs.yaml
+  $ asl-ray extract -c configs/wlasl100.yaml
+  $ asl-ray extract -c configs/wlasl100.yaml --set extract.limit=8 --set extract.num_actors=2
+  $ asl-ray extract -c configs/asl_signs.yaml
+  $ asl-ray train -c configs/asl_signs.yaml
+  $ asl-ray train -c configs/wlasl100.yaml --set train.vocab_size=10 --set train.num_workers=2
+  $ asl-ray evaluate --checkpoint runs/.../checkpoint_000009 --split val
+  $ asl-ray predict --checkpoint runs/.../checkpoint_000009 ../shared/data/wlasl100/videos/00623.mp4
 """
 
 
@@ -78,6 +85,91 @@ def manifest(cfg: Config, show_missing: int, missing_out: Path | None) -> None:
     if missing_out is not None:
         missing_out.write_text("".join(f"{v}\n" for v in m.missing))
         click.echo(f"wrote {len(m.missing)} missing ids to {missing_out}")
+
+
+@main.command(epilog=EPILOG)
+@config_options
+def extract(cfg: Config) -> None:
+    """Extract landmarks and features of every pending video into the Parquet dataset.
+
+    Videos already in extract.output_dir are skipped, so an interrupted run is
+    resumed by running the same command again. Videos that cannot be read
+    become rows with status 'failed' and a reason; the command still exits 0.
+    """
+    from asl_ray.extract import run_extract
+
+    run_extract(cfg, echo=click.echo)
+
+
+@main.command(epilog=EPILOG)
+@config_options
+def train(cfg: Config) -> None:
+    """Train BiLSTM-CTC with Ray Train on the extracted feature dataset.
+
+    Prints one line per epoch (loss, top-1, blank ratio), checkpoints every
+    epoch under train.run_dir, logs everything to MLflow and ends with the best
+    val accuracy, the best checkpoint and the plots.
+    """
+    from asl_ray.trainer import run_training
+
+    run_training(cfg, echo=click.echo)
+
+
+def _checkpoint_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, file_okay=False),
+                        required=True, help="A checkpoint folder (holds model.pt, vocab.json, config.yaml).")(fn)
+
+
+@main.command(epilog=EPILOG)
+@_checkpoint_option
+@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
+@click.option("--features", "features_dir", default=None, help="Feature dataset (default: the run's own).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for confusion_matrix.png and per_class.csv (default: next to the checkpoint).")
+@click.option("--show", default=15, show_default=True, help="How many of the worst glosses to print.")
+def evaluate(checkpoint: Path, split: str, features_dir: str | None, out: Path | None, show: int) -> None:
+    """Top-1, top-5, mean per-class accuracy and a per-class table of a checkpoint."""
+    from asl_ray.checkpoint import load_checkpoint
+    from asl_ray.evaluation import evaluate_checkpoint
+    from asl_ray.plots import confusion_matrix
+
+    ck = load_checkpoint(checkpoint)
+    ev = evaluate_checkpoint(ck, split, features_dir)
+    m = ev.metrics
+    n = int(ev.confusion.sum())
+    click.echo(f"{split}: {n} samples, {ck.vocab.num_glosses} glosses | top1 {m['top1']:.1%} top5 {m['top5']:.1%} "
+               f"mean per-class {m['mean_class_acc']:.1%} | greedy {m['greedy_acc']:.1%} "
+               f"blank ratio {m['blank_ratio']:.2f} loss {m['loss']:.3f}")
+    click.echo(f"{'gloss':<16} {'n':>3} {'top1':>6}  most confused with")
+    for gloss, count, acc, confused in ev.per_class[:show]:
+        click.echo(f"{gloss:<16} {count:>3} {acc:>6.0%}  {confused}")
+    if len(ev.per_class) > show:
+        click.echo(f"... {len(ev.per_class) - show} more glosses in per_class.csv")
+    out = out or checkpoint.parent / f"eval-{checkpoint.name}-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "per_class.csv").write_text("gloss,samples,top1,most_confused_with\n" + "".join(
+        f"{g},{c},{a:.4f},{x}\n" for g, c, a, x in ev.per_class))
+    png = confusion_matrix(ev.confusion, ck.vocab.glosses, out / "confusion_matrix.png", f"{split} confusion")
+    click.echo(f"wrote {out / 'per_class.csv'} and {png}")
+
+
+@main.command(epilog=EPILOG)
+@_checkpoint_option
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-k", "--top", default=5, show_default=True, help="How many glosses to show per video.")
+def predict(checkpoint: Path, videos: tuple[Path, ...], top: int) -> None:
+    """Top-k glosses with probabilities for each VIDEO (extracted like the dataset)."""
+    from asl_ray.checkpoint import load_checkpoint
+    from asl_ray.evaluation import predict_videos
+
+    ck = load_checkpoint(checkpoint)
+    for p in predict_videos(ck, list(videos), top):
+        if isinstance(p, str):
+            click.echo(f"failed: {p}")
+            continue
+        click.echo(f"{p.video} ({p.frames} frames, a hand in {p.hands_found:.0%} of them):")
+        for gloss, prob in p.top:
+            click.echo(f"  {gloss:<16} {prob:6.1%}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the dataset comes from and which part of it is used."""
 
-    source: Literal["wlasl", "asl-signs"] = Field("wlasl", description="dataset format")
+    source: Literal["wlasl", "asl-signs", "folder"] = Field(
+        "wlasl", description="dataset format; 'folder' = videos_dir/<gloss>/<name>.<ext>, or flat files"
+    )
     wlasl_json: Path | None = Field(None, description="WLASL_v0.3.json")
     videos_dir: Path | None = Field(None, description="folder of <video_id>.mp4 files")
     subset: Literal[100, 300, 1000, 2000] | None = Field(
@@ -42,14 +44,118 @@ class DataConfig(_Section):
         0.2, gt=0.0, lt=1.0, description="asl-signs: share of participants held out as val"
     )
     split_seed: int = Field(0, description="asl-signs: seed of the participant split")
+    folder_split: str = Field("train", description="folder: the split every video is put in")
 
     @model_validator(mode="after")
     def _paths_for_source(self) -> DataConfig:
         if self.source == "wlasl" and self.wlasl_json is None:
             raise ValueError("data.wlasl_json is required when data.source is 'wlasl'")
+        if self.source == "folder" and self.videos_dir is None:
+            raise ValueError("data.videos_dir is required when data.source is 'folder'")
         if self.source == "asl-signs" and self.asl_signs_dir is None:
             raise ValueError("data.asl_signs_dir is required when data.source is 'asl-signs'")
         return self
+
+
+class ExtractConfig(_Section):
+    """Landmark extraction: where the feature dataset goes and how the work is spread."""
+
+    output_dir: str = Field("runs/features", description="feature dataset folder (local path or URI)")
+    num_actors: int = Field(2, gt=0, description="extractor actors, each holding one MediaPipe graph")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per actor")
+    videos_per_file: int = Field(4, gt=0, description="videos per Parquet file (the unit of resume)")
+    frame_stride: int = Field(1, gt=0, description="use every Nth frame")
+    max_frame_size: int | None = Field(None, gt=0, description="downscale frames whose long side is larger")
+    min_detection_confidence: float = Field(0.5, ge=0, le=1)
+    min_tracking_confidence: float = Field(0.5, ge=0, le=1)
+    splits: list[str] | None = Field(None, description="only these splits (None = all)")
+    limit: int | None = Field(None, gt=0, description="at most this many videos (quick runs)")
+    progress_seconds: float = Field(10.0, gt=0, description="seconds between progress lines")
+
+
+InputKind = Literal["phono", "masks", "hands", "pose", "velocity"]
+
+
+class FeaturesConfig(_Section):
+    """What the model sees per frame, built from the stored normalised landmarks.
+
+    phono: the 36 phonological features; masks: pose/left/right found (3);
+    hands: both hands' 21 points relative to their wrist (126); pose: 9
+    upper-body points (27); velocity: frame-to-frame motion of hands and pose.
+    """
+
+    inputs: list[InputKind] = Field(["phono", "masks"], min_length=1, description="input blocks, in order")
+    max_frames: int = Field(160, ge=8, description="longer videos are resampled uniformly to this")
+
+
+class ModelConfig(_Section):
+    """BiLSTM-CTC (or attention encoder) over the per-frame inputs."""
+
+    encoder: Literal["lstm", "attention"] = Field("lstm", description="sequence encoder")
+    hidden_size: int = Field(128, gt=0, le=4096)
+    num_layers: int = Field(2, gt=0, le=12)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    bidirectional: bool = True
+    attention_heads: int = Field(4, gt=0, description="attention encoder only; must divide hidden_size")
+    packed: bool = Field(True, description="LSTM on packed sequences (padding costs no compute)")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelConfig:
+        if self.encoder == "attention" and self.hidden_size % self.attention_heads:
+            raise ValueError(
+                f"model.attention_heads={self.attention_heads}: must divide model.hidden_size={self.hidden_size}"
+            )
+        return self
+
+
+class AugmentConfig(_Section):
+    """Training-time augmentation of the landmarks (features are recomputed after)."""
+
+    enabled: bool = True
+    speed: tuple[float, float] | None = Field((0.8, 1.2), description="temporal resampling factor range")
+    frame_drop: float = Field(0.1, ge=0, lt=1, description="probability of dropping each frame")
+    rotate_deg: float = Field(10.0, ge=0, le=90, description="max rotation about each axis")
+    scale: float = Field(0.1, ge=0, lt=1, description="max relative scale change")
+    shear: float = Field(0.1, ge=0, lt=1, description="max shear coefficient")
+    noise: float = Field(0.01, ge=0, description="Gaussian noise std, in shoulder widths")
+    mirror: float = Field(0.0, ge=0, le=1, description="probability of a left/right mirror")
+
+
+class TrainConfig(_Section):
+    """Optimisation, vocabulary, checkpoints and scaling of a training run."""
+
+    run_dir: str = Field("runs/train", description="checkpoints, MLflow store and plots go here")
+    name: str | None = Field(None, description="run name (default: a timestamp)")
+    vocab_size: int | None = Field(None, gt=1, description="keep the N most frequent train glosses")
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(16, gt=0, description="per worker")
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    blank_penalty: float = Field(0.0, ge=0, description="weight of the mean blank probability in the loss")
+    schedule: Literal["cosine", "plateau", "none"] = "cosine"
+    warmup_epochs: int = Field(1, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    early_stop_patience: int | None = Field(None, gt=0, description="epochs without val top-1 gain")
+    curriculum: list[int] | None = Field(
+        None, description="growing vocabulary stages, e.g. [2, 10]; the full vocabulary comes last"
+    )
+    curriculum_epochs: int = Field(3, gt=0, description="epochs per curriculum stage")
+    augment: AugmentConfig = AugmentConfig()
+    seed: int = 0
+    num_workers: int = Field(1, gt=0, description="Ray Train workers (data parallel)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool | None = Field(None, description="None = use GPUs when the cluster has them")
+    max_failures: int = Field(2, ge=-1, description="worker failures to recover from the last checkpoint")
+    resume_from: str | None = Field(None, description="checkpoint folder to continue from")
+    checkpoints_to_keep: int = Field(2, gt=0)
+
+
+class TrackingConfig(_Section):
+    """MLflow: by default a sqlite store under train.run_dir."""
+
+    uri: str | None = Field(None, description="tracking URI; None = sqlite:///<run_dir>/mlflow.db")
+    experiment: str = Field("asl-ray", description="MLflow experiment name")
+    enabled: bool = True
 
 
 class RayConfig(_Section):
@@ -65,6 +171,11 @@ class Config(_Section):
     """The whole tree; each command reads the sections it needs."""
 
     data: DataConfig
+    extract: ExtractConfig = ExtractConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
     ray: RayConfig = RayConfig()
 
 

@@ -43,6 +43,9 @@ MANIFEST_SCHEMA = pa.schema(
 )
 
 
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
 @dataclass
 class Manifest:
     """Present samples as a table, plus what was listed but not found."""
@@ -182,5 +185,27 @@ def asl_signs_manifest(cfg: DataConfig) -> Manifest:
     return Manifest(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), sorted(missing), "asl-signs")
 
 
+def folder_manifest(cfg: DataConfig) -> Manifest:
+    """Every video file under ``videos_dir`` (by extension): gloss = its
+    sub-folder's name, or "unknown" for files at the top. A file with a video
+    extension that holds no video becomes a failed row at extraction."""
+    assert cfg.videos_dir is not None
+    root = cfg.videos_dir
+    if not root.is_dir():
+        raise UserError(f"data.videos_dir={str(root)!r}: not a folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    gloss_of = {p: (p.parent.name if p.parent != root else "unknown") for p in files}
+    glosses = sorted(set(gloss_of.values()))
+    rows = [
+        {"video_id": str(p.relative_to(root).with_suffix("")), "gloss": gloss_of[p],
+         "label": glosses.index(gloss_of[p]), "split": cfg.folder_split, "frame_start": 1, "frame_end": -1,
+         "fps": None, "signer_id": None, "source": "folder", "path": str(p)}
+        for p in files
+    ]
+    return Manifest(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), [], "folder")
+
+
 def build_manifest(cfg: DataConfig) -> Manifest:
+    if cfg.source == "folder":
+        return folder_manifest(cfg)
     return wlasl_manifest(cfg) if cfg.source == "wlasl" else asl_signs_manifest(cfg)

@@ -26,3 +26,18 @@ def require_shared(*parts: str) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     return require_shared()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One real local Ray per test module (Ray's own testing advice)."""
+    import ray
+
+    from asl_ray.config import RayConfig
+    from asl_ray.raylocal import init_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray(RayConfig(num_cpus=2))
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,73 @@
+"""Training-time augmentation of normalised landmarks (T, 75, 3). Plain numpy.
+
+Each step is switchable in ``train.augment``. Spatial steps act on the
+landmarks in the body frame (shoulder midpoint at the origin, shoulder width
+1), before the features are recomputed from them:
+
+* temporal: speed change (resample to ``T / s`` frames, s in the range) and
+  random frame drop (at least half the frames are kept);
+* spatial: a small rotation about each axis, a scale change and a shear;
+* Gaussian noise on every coordinate;
+* mirror: x -> -x with the signer's left and right swapped (hands and pose
+  points), so a right-handed sign becomes its left-handed form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from asl_ray.config import AugmentConfig
+
+# MediaPipe pose left/right pairs (the signer's left first).
+_POSE_PAIRS = [(1, 4), (2, 5), (3, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16), (17, 18),
+               (19, 20), (21, 22), (23, 24), (25, 26), (27, 28), (29, 30), (31, 32)]
+MIRROR_ORDER = np.arange(75)
+for _a, _b in _POSE_PAIRS:
+    MIRROR_ORDER[_a], MIRROR_ORDER[_b] = _b, _a
+MIRROR_ORDER[33:54], MIRROR_ORDER[54:75] = np.arange(54, 75), np.arange(33, 54)
+
+
+def mirror(landmarks: np.ndarray) -> np.ndarray:
+    out = landmarks[:, MIRROR_ORDER].copy()
+    out[..., 0] = -out[..., 0]
+    return out
+
+
+def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    rot = np.eye(3)
+    for axis in range(3):
+        a = np.deg2rad(rng.uniform(-max_deg, max_deg))
+        c, s = np.cos(a), np.sin(a)
+        i, j = [k for k in range(3) if k != axis]
+        r = np.eye(3)
+        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+        rot = r @ rot
+    return rot
+
+
+def augment(landmarks: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    lm = np.asarray(landmarks, np.float32)
+    if not cfg.enabled:
+        return lm
+    t = lm.shape[0]
+    if cfg.speed is not None and t > 2:
+        s = rng.uniform(*cfg.speed)
+        n = max(2, int(round(t / s)))
+        lm = lm[np.clip(np.round(np.linspace(0, t - 1, n)).astype(int), 0, t - 1)]
+    if cfg.frame_drop > 0 and lm.shape[0] > 4:
+        keep = np.asarray(rng.random(lm.shape[0]) >= cfg.frame_drop)
+        if int(keep.sum()) >= lm.shape[0] // 2:
+            lm = lm[keep]
+    m = _rotation(rng, cfg.rotate_deg) if cfg.rotate_deg else np.eye(3)
+    if cfg.scale:
+        m = m * rng.uniform(1 - cfg.scale, 1 + cfg.scale)
+    if cfg.shear:
+        sh = np.eye(3)
+        sh[0, 1], sh[1, 0] = rng.uniform(-cfg.shear, cfg.shear, 2)
+        m = m @ sh
+    lm = (lm @ m.T.astype(np.float32)).astype(np.float32)
+    if cfg.noise:
+        lm = lm + rng.normal(0, cfg.noise, lm.shape).astype(np.float32)
+    if cfg.mirror and rng.random() < cfg.mirror:
+        lm = mirror(lm)
+    return lm

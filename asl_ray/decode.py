@@ -1,0 +1,126 @@
+r"""Greedy CTC decoding, exact isolated-sign scores and the metrics built on them.
+
+Exact scoring. For an isolated sign the hypotheses are the single-gloss
+targets ``[c]``. Every CTC alignment of ``[c]`` is ``blank* c+ blank*``, so
+its log-likelihood follows from three states per class, computed for all
+classes at once in O(T·V) (``lp`` = log-probabilities, blank = 0)::
+
+    a_t    = a_{t-1} + lp_t(0)                          only blanks so far (a_{-1} = 0)
+    s_t(c) = lp_t(c) + logaddexp(s_{t-1}(c), a_{t-1})   in the run of c
+    e_t(c) = lp_t(0) + logaddexp(e_{t-1}(c), s_{t-1}(c)) blanks after c
+    log p([c]) = logaddexp(s_{T-1}(c), e_{T-1}(c))
+
+Ranking classes by ``log p([c])`` gives top-1/top-5 even when blank wins the
+argmax of almost every frame, which is exactly when greedy decoding shows
+nothing and hides how close the model is. A softmax over these scores is the
+posterior over glosses that ``predict`` prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+NEG_INF = -1e30
+
+
+def single_label_scores(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """log p([c] | x) for every class c ≥ 1: (B, V) from log-probs (B, T, V+1)."""
+    lp = log_probs.detach().float()
+    b, t_max, _ = lp.shape
+    blank, labels = lp[..., 0], lp[..., 1:]
+    a = torch.zeros(b, device=lp.device)
+    s = torch.full_like(labels[:, 0], NEG_INF)
+    e = torch.full_like(labels[:, 0], NEG_INF)
+    lengths = lengths.to(lp.device)
+    for t in range(t_max):
+        live = (t < lengths)[:, None]
+        s_new = labels[:, t] + torch.logaddexp(s, a[:, None])
+        e_new = blank[:, t, None] + torch.logaddexp(e, s)
+        a_new = a + blank[:, t]
+        s = torch.where(live, s_new, s)
+        e = torch.where(live, e_new, e)
+        a = torch.where(live[:, 0], a_new, a)
+    return torch.logaddexp(s, e)
+
+
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Best path: argmax per frame, merge repeats, drop blanks."""
+    best = log_probs.argmax(-1).cpu().numpy()
+    out = []
+    for seq, n in zip(best, lengths.cpu().numpy(), strict=True):
+        path = seq[:n]
+        keep = np.ones(len(path), bool)
+        keep[1:] = path[1:] != path[:-1]
+        out.append([int(c) for c in path[keep] if c != 0])
+    return out
+
+
+def blank_frames(log_probs: torch.Tensor, lengths: torch.Tensor) -> tuple[int, int]:
+    """(frames whose argmax is blank, valid frames)."""
+    mask = torch.arange(log_probs.shape[1], device=log_probs.device)[None] < lengths.to(log_probs.device)[:, None]
+    is_blank = (log_probs.argmax(-1) == 0) & mask
+    return int(is_blank.sum()), int(mask.sum())
+
+
+@dataclass
+class MetricAccumulator:
+    """Collects per-batch outputs; ``compute`` gives the epoch's metrics."""
+
+    num_classes: int  # glosses, without blank
+    labels: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    greedy_hits: int = 0
+    blank: int = 0
+    frames: int = 0
+    loss_sum: float = 0.0
+    samples: int = 0
+
+    def add(self, log_probs: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, loss: float) -> None:
+        self.scores.append(single_label_scores(log_probs, lengths).cpu().numpy())
+        self.labels.append(labels.cpu().numpy())
+        decoded = greedy_decode(log_probs, lengths)
+        self.greedy_hits += sum(d == [int(y)] for d, y in zip(decoded, labels.tolist(), strict=True))
+        nb, nf = blank_frames(log_probs, lengths)
+        self.blank += nb
+        self.frames += nf
+        self.loss_sum += loss * len(labels)
+        self.samples += len(labels)
+
+    def compute(self) -> dict[str, float]:
+        if not self.samples:
+            return {}
+        scores = np.concatenate(self.scores)
+        y = np.concatenate(self.labels) - 1  # class ids 1..V -> 0..V-1
+        order = np.argsort(-scores, axis=1)
+        top1 = order[:, 0] == y
+        top5 = (order[:, :5] == y[:, None]).any(1)
+        per_class = [top1[y == c].mean() for c in np.unique(y)]
+        return {
+            "loss": self.loss_sum / self.samples,
+            "top1": float(top1.mean()),
+            "top5": float(top5.mean()),
+            "mean_class_acc": float(np.mean(per_class)),
+            "greedy_acc": self.greedy_hits / self.samples,
+            "blank_ratio": self.blank / max(self.frames, 1),
+        }
+
+    def confusion(self) -> np.ndarray:
+        """(V, V) counts, rows = true gloss, columns = top-1 prediction."""
+        scores = np.concatenate(self.scores)
+        y = np.concatenate(self.labels) - 1
+        cm = np.zeros((self.num_classes, self.num_classes), np.int64)
+        np.add.at(cm, (y, scores.argmax(1)), 1)
+        return cm
+
+
+def collapse_warning(metrics: dict[str, float], num_classes: int) -> str | None:
+    """The report's failure: nearly every frame blank and accuracy at chance."""
+    chance = 1.0 / max(num_classes, 1)
+    if metrics.get("blank_ratio", 0.0) > 0.95 and metrics.get("top1", 1.0) <= 2 * chance:
+        return (f"BLANK COLLAPSE: {metrics['blank_ratio']:.1%} of frames predict blank and top-1 "
+                f"{metrics['top1']:.1%} is at chance ({chance:.1%}); raise train.blank_penalty, shrink "
+                f"train.vocab_size or the model, or add data")
+    return None

@@ -1,0 +1,98 @@
+"""Evaluate a checkpoint on a split, and predict glosses for new videos. No Ray."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from asl_ray.checkpoint import LoadedCheckpoint
+from asl_ray.dataset import SignDataset, collate, load_splits
+from asl_ray.decode import MetricAccumulator, single_label_scores
+from asl_ray.errors import UserError
+from asl_ray.extract import read_features
+from asl_ray.inputs import build_inputs, resample
+from asl_ray.loop import evaluate
+
+
+@dataclass
+class Evaluation:
+    split: str
+    metrics: dict[str, float]
+    per_class: list[tuple[str, int, float, str]]  # gloss, samples, top-1, most frequent wrong guess
+    confusion: np.ndarray
+
+
+def evaluate_checkpoint(ck: LoadedCheckpoint, split: str, features_dir: str | None = None) -> Evaluation:
+    table = read_features(features_dir or ck.cfg.extract.output_dir)
+    splits = load_splits(table, None, ck.cfg.features.max_frames, ck.vocab)
+    samples = {"train": splits.train, "val": splits.val}.get(split)
+    if samples is None:
+        raise UserError(f"--split {split!r}: only 'train' and 'val' are available (nobody here has test)")
+    if not samples:
+        raise UserError(f"no {split} samples of the checkpoint's vocabulary in the feature dataset")
+    loader = DataLoader(SignDataset(samples, ck.cfg.features, ck.standardizer), batch_size=64, collate_fn=collate)
+    metrics, acc = evaluate(ck.model, loader, ck.vocab.num_glosses, ck.cfg.train.blank_penalty)
+    cm = acc.confusion()
+    return Evaluation(split, metrics, per_class_table(cm, ck.vocab.glosses), cm)
+
+
+def per_class_table(cm: np.ndarray, names: tuple[str, ...]) -> list[tuple[str, int, float, str]]:
+    rows = []
+    for i, name in enumerate(names):
+        n = int(cm[i].sum())
+        if not n:
+            continue
+        wrong = cm[i].copy()
+        wrong[i] = 0
+        confused = names[int(wrong.argmax())] if wrong.any() else "-"
+        rows.append((name, n, cm[i, i] / n, confused))
+    return sorted(rows, key=lambda r: (r[2], -r[1]))
+
+
+@dataclass
+class Prediction:
+    video: str
+    top: list[tuple[str, float]]
+    frames: int
+    hands_found: float
+
+
+def predict_landmarks(ck: LoadedCheckpoint, landmarks: np.ndarray, fps: float | None, k: int = 5
+                      ) -> list[tuple[str, float]]:
+    lm = resample(landmarks, ck.cfg.features.max_frames)
+    x = torch.from_numpy(ck.standardizer(build_inputs(lm, fps, ck.cfg.features.inputs)))[None]
+    ck.model.eval()
+    with torch.no_grad():
+        lp = ck.model(x, torch.tensor([x.shape[1]]))
+    # Posterior over the single-gloss hypotheses (see decode.py).
+    probs = torch.softmax(single_label_scores(lp, torch.tensor([x.shape[1]]))[0], 0).numpy()
+    order = np.argsort(-probs)[:k]
+    return [(ck.vocab.glosses[i], float(probs[i])) for i in order]
+
+
+def predict_videos(ck: LoadedCheckpoint, videos: list[Path], k: int = 5) -> list[Prediction | str]:
+    """Top-k glosses per video, extracted with the same code as the dataset; a
+    video that cannot be read gives its reason instead."""
+    from asl_ray.extract import SampleProcessor
+    from asl_ray.schema import sample_arrays
+
+    proc = SampleProcessor(ck.cfg.extract)
+    out: list[Prediction | str] = []
+    for video in videos:
+        row = proc({"video_id": video.stem, "gloss": "?", "label": -1, "split": "predict", "signer_id": None,
+                    "source": "predict", "path": str(video), "frame_start": 1, "frame_end": -1, "fps": None})
+        if row["status"] != "ok":
+            out.append(f"{video}: {row['error']}")
+            continue
+        arr = sample_arrays(row)
+        hands = float((arr.left_mask | arr.right_mask).mean())
+        out.append(Prediction(str(video), predict_landmarks(ck, arr.landmarks, row["fps"], k), row["num_frames"],
+                              hands))
+    return out
+
+
+__all__ = ["MetricAccumulator", "evaluate_checkpoint", "predict_videos"]

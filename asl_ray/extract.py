@@ -1,0 +1,284 @@
+"""Ray Data edge: manifest -> actor pool of extractors -> Parquet feature dataset.
+
+The driver reads the manifest, drops the videos whose rows are already in the
+output folder, and streams the rest through ``map_batches`` over an
+``ActorPoolStrategy`` pool. Each actor holds one :class:`LandmarkExtractor`
+(one MediaPipe graph, reused across videos) and, for every batch, writes one
+Parquet file and returns a small summary that the driver turns into progress.
+
+Exactly once: a batch's file is written under a temporary name and renamed
+into place, so a file is either complete or absent, and its name is a hash of
+its video ids, so a retried batch replaces its own file instead of adding a
+second copy. A killed run leaves only complete files; the next run skips the
+videos in them and processes the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from asl_ray.config import Config, ExtractConfig
+from asl_ray.features import FEATURE_VERSION, NoBodyFrame, video_features
+from asl_ray.manifest import build_manifest
+from asl_ray.schema import FEATURE_SCHEMA, STATUS_FAILED, STATUS_OK
+
+TMP_MARK = ".tmp-"
+
+
+def _manifest_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) for k in ("video_id", "gloss", "label", "split", "signer_id", "source", "path")}
+
+
+def failed_row(row: dict[str, Any], reason: str, seconds: float, version: str) -> dict[str, Any]:
+    return {
+        **_manifest_fields(row), "fps": row.get("fps"), "num_frames": 0, "width": None, "height": None,
+        "landmarks": [], "features": [], "pose_mask": [], "left_mask": [], "right_mask": [],
+        "extractor_version": version, "feature_version": FEATURE_VERSION, "status": STATUS_FAILED,
+        "error": reason, "note": None, "seconds": seconds, "mediapipe_seconds": 0.0,
+    }
+
+
+class SampleProcessor:
+    """Turns one manifest row into one feature-dataset row. No Ray here.
+
+    Videos go through a lazily built :class:`LandmarkExtractor` (so importing
+    asl-signs landmark files never loads MediaPipe); ``.parquet`` paths are
+    Kaggle ISLR landmark files.
+    """
+
+    def __init__(self, settings: ExtractConfig) -> None:
+        self.settings = settings
+        self._extractor: Any = None
+
+    def _video(self, row: dict[str, Any]) -> tuple[Any, str]:
+        from asl_ray.landmarks import EXTRACTOR_VERSION, LandmarkExtractor
+
+        if self._extractor is None:
+            s = self.settings
+            self._extractor = LandmarkExtractor(
+                s.frame_stride, s.max_frame_size, s.min_detection_confidence, s.min_tracking_confidence
+            )
+        return self._extractor.extract(row["path"], int(row["frame_start"]), int(row["frame_end"])), EXTRACTOR_VERSION
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        from asl_ray.landmark_files import ASSUMED_ASPECT_NOTE, ISLR_VERSION, read_islr
+        from asl_ray.landmarks import EXTRACTOR_VERSION, ExtractionError
+
+        t0 = time.perf_counter()
+        is_file = str(row["path"]).endswith(".parquet")
+        version = ISLR_VERSION if is_file else EXTRACTOR_VERSION
+        try:
+            if is_file:
+                pose, left, right = read_islr(row["path"])
+                fps = float(row.get("fps") or 0.0)
+                width = height = None
+                notes, mp_seconds = [ASSUMED_ASPECT_NOTE], 0.0
+            else:
+                lm, version = self._video(row)
+                pose, left, right, fps = lm.pose, lm.left, lm.right, lm.fps
+                width, height, notes, mp_seconds = lm.width, lm.height, lm.notes, lm.mediapipe_seconds
+            vf = video_features(pose, left, right, fps)
+        except (ExtractionError, NoBodyFrame) as exc:
+            return failed_row(row, str(exc), time.perf_counter() - t0, version)
+        except Exception as exc:  # one bad video must never stop the run
+            return failed_row(row, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0, version)
+        return {
+            **_manifest_fields(row), "fps": fps or None, "num_frames": int(vf.features.shape[0]),
+            "width": width, "height": height,
+            "landmarks": vf.landmarks.ravel(), "features": vf.features.ravel(),
+            "pose_mask": vf.pose_mask, "left_mask": vf.left_mask, "right_mask": vf.right_mask,
+            "extractor_version": version, "feature_version": FEATURE_VERSION, "status": STATUS_OK,
+            "error": None, "note": "; ".join(notes) or None,
+            "seconds": time.perf_counter() - t0, "mediapipe_seconds": mp_seconds,
+        }
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    columns = {f.name: [r[f.name] for r in rows] for f in FEATURE_SCHEMA}
+    for name in ("landmarks", "features", "pose_mask", "left_mask", "right_mask"):
+        columns[name] = [np.asarray(v).tolist() for v in columns[name]]
+    return pa.Table.from_pydict(columns, schema=FEATURE_SCHEMA)
+
+
+def batch_file_name(video_ids: list[str]) -> str:
+    digest = hashlib.sha1("\n".join(sorted(video_ids)).encode()).hexdigest()[:20]
+    return f"part-{digest}.parquet"
+
+
+def write_atomically(table: pa.Table, out_dir: str, name: str) -> str:
+    """Write ``table`` as ``out_dir/name``: complete or not at all."""
+    if "://" in out_dir:  # object stores: a put is already all-or-nothing
+        import pyarrow.fs as pafs
+
+        fs, root = pafs.FileSystem.from_uri(out_dir)
+        pq.write_table(table, f"{root}/{name}", filesystem=fs)
+        return f"{out_dir}/{name}"
+    final = Path(out_dir) / name
+    tmp = final.with_name(f"{name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, final)
+    return str(final)
+
+
+class ExtractActor:
+    """Ray Data actor: one processor (one MediaPipe graph) for many batches."""
+
+    def __init__(self, settings: dict[str, Any], out_dir: str) -> None:
+        self.processor = SampleProcessor(ExtractConfig.model_validate(settings))
+        self.out_dir = out_dir
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = [self.processor(r) for r in batch.to_pylist()]
+        write_atomically(rows_to_table(rows), self.out_dir, batch_file_name([r["video_id"] for r in rows]))
+        return pa.table({
+            "video_id": [r["video_id"] for r in rows],
+            "status": [r["status"] for r in rows],
+            "error": [r["error"] for r in rows],
+            "num_frames": pa.array([r["num_frames"] for r in rows], pa.int64()),
+            "mediapipe_seconds": pa.array([r["mediapipe_seconds"] for r in rows], pa.float64()),
+            "node": [os.uname().nodename] * len(rows),
+            "pid": [os.getpid()] * len(rows),
+        })
+
+
+def _parquet_files(out_dir: str) -> list[str]:
+    if "://" in out_dir:
+        import pyarrow.fs as pafs
+
+        fs, root = pafs.FileSystem.from_uri(out_dir)
+        infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        return sorted(f"{out_dir}/{Path(i.path).name}" for i in infos if i.path.endswith(".parquet"))
+    folder = Path(out_dir)
+    for leftover in folder.glob(f"*{TMP_MARK}*"):  # from a run killed mid-write
+        leftover.unlink(missing_ok=True)
+    return sorted(str(p) for p in folder.glob("*.parquet"))
+
+
+def read_features(out_dir: str, columns: list[str] | None = None, status: str | None = STATUS_OK) -> pa.Table:
+    """The feature dataset as one table, one row per video (last write wins)."""
+    files = _parquet_files(out_dir)
+    if not files:
+        return FEATURE_SCHEMA.empty_table() if columns is None else FEATURE_SCHEMA.empty_table().select(columns)
+    table = pa.concat_tables(pq.read_table(f, columns=columns, schema=FEATURE_SCHEMA) for f in files)
+    if status is not None and "status" in table.column_names:
+        table = table.filter(pc.equal(table.column("status"), status))
+    ids = table.column("video_id").to_pylist()
+    last = {v: i for i, v in enumerate(ids)}
+    if len(last) != len(ids):
+        table = table.take(sorted(last.values()))
+    return table
+
+
+def completed_ids(out_dir: str) -> set[str]:
+    if "://" not in out_dir and not Path(out_dir).is_dir():
+        return set()
+    return set(read_features(out_dir, columns=["video_id", "status"], status=None).column("video_id").to_pylist())
+
+
+@dataclass
+class ExtractSummary:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    mediapipe_seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    nodes: dict[str, int] = field(default_factory=dict)
+    output_dir: str = ""
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (f"extract: {self.ok} ok, {self.failed} failed, {self.skipped} skipped (already done); "
+                f"{self.frames} frames in {self.seconds:.1f}s = {self.frames_per_second:.1f} frames/s "
+                f"-> {self.output_dir}")
+
+
+def pending_rows(cfg: Config) -> tuple[list[dict[str, Any]], int]:
+    """Manifest rows still to extract, and how many are already done."""
+    table = build_manifest(cfg.data).table
+    if cfg.extract.splits:
+        table = table.filter(pc.is_in(table.column("split"), pa.array(cfg.extract.splits)))
+    rows = table.to_pylist()
+    done = completed_ids(cfg.extract.output_dir)
+    todo = [r for r in rows if r["video_id"] not in done]
+    if cfg.extract.limit is not None:
+        todo = todo[: cfg.extract.limit]
+    return todo, len(rows) - len([r for r in rows if r["video_id"] not in done])
+
+
+def run_extract(cfg: Config, echo: Callable[[str], None] = print) -> ExtractSummary:
+    """Extract every pending video of the configured dataset with Ray Data."""
+    import ray
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    from asl_ray.raylocal import init_ray
+
+    s = cfg.extract
+    out_dir = s.output_dir if "://" in s.output_dir else str(Path(s.output_dir).resolve())
+    if "://" not in out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    todo, skipped = pending_rows(cfg)
+    summary = ExtractSummary(skipped=skipped, output_dir=out_dir)
+    if not todo:
+        echo(f"extract: nothing to do ({skipped} videos already in {out_dir})")
+        return summary
+    init_ray(cfg.ray)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own progress lines below say more
+    ds = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // s.videos_per_file)))
+    results = ds.map_batches(
+        ExtractActor,
+        fn_constructor_kwargs={"settings": s.model_dump(mode="json"), "out_dir": out_dir},
+        batch_size=s.videos_per_file,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=s.num_actors),
+        num_cpus=s.cpus_per_actor,
+    )
+    echo(f"extract: {len(todo)} videos to do, {skipped} already done; {s.num_actors} actors -> {out_dir}")
+    t0 = time.perf_counter()
+    last = t0
+    for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
+        assert isinstance(batch, pa.Table)
+        for r in batch.to_pylist():
+            if r["status"] == STATUS_OK:
+                summary.ok += 1
+                summary.frames += int(r["num_frames"])
+                summary.mediapipe_seconds += float(r["mediapipe_seconds"])
+            else:
+                summary.failed += 1
+                summary.failures.append((r["video_id"], r["error"]))
+            summary.nodes[r["node"]] = summary.nodes.get(r["node"], 0) + 1
+        now = time.perf_counter()
+        summary.seconds = now - t0
+        if now - last >= s.progress_seconds or summary.processed == len(todo):
+            last = now
+            rate = summary.processed / summary.seconds
+            eta = (len(todo) - summary.processed) / rate if rate else float("nan")
+            echo(f"extract: {summary.processed}/{len(todo)} videos ({summary.ok} ok, {summary.failed} failed), "
+                 f"{summary.frames_per_second:.1f} frames/s, ETA {eta:.0f}s")
+    summary.seconds = time.perf_counter() - t0
+    for vid, reason in summary.failures:
+        echo(f"extract: failed {vid}: {reason}")
+    echo(summary.line())
+    return summary

@@ -1,0 +1,86 @@
+"""Per-frame model inputs from stored landmarks. Plain numpy.
+
+Training samples keep the normalised landmarks (T, 75, 3) and build their
+inputs on the fly, so augmentation can move the landmarks first and the
+phonological features are then recomputed by the same code as extraction.
+NaN (a hand not found) becomes 0 in the inputs; the ``masks`` block tells the
+model which zeros mean "missing".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from asl_ray.features import DEFAULT_FPS, NUM_FEATURES, features_from_landmarks
+
+POSE_UPPER = (0, 11, 12, 13, 14, 15, 16, 23, 24)  # nose, shoulders, elbows, wrists, hips
+LEFT = slice(33, 54)
+RIGHT = slice(54, 75)
+BLOCK_SIZES = {"phono": NUM_FEATURES, "masks": 3, "hands": 126, "pose": 27, "velocity": 3 * (2 + len(POSE_UPPER))}
+
+
+def input_size(kinds: Sequence[str]) -> int:
+    return sum(BLOCK_SIZES[k] for k in kinds)
+
+
+def build_inputs(landmarks: np.ndarray, fps: float | None, kinds: Sequence[str]) -> np.ndarray:
+    """(T, F) float32 inputs from normalised landmarks (T, 75, 3)."""
+    lm = np.asarray(landmarks, np.float32)
+    t = lm.shape[0]
+    blocks: list[np.ndarray] = []
+    for kind in kinds:
+        if kind == "phono":
+            blocks.append(features_from_landmarks(lm, fps or DEFAULT_FPS))
+        elif kind == "masks":
+            found = [np.isfinite(lm[:, part]).all(axis=(1, 2)) for part in (slice(0, 33), LEFT, RIGHT)]
+            blocks.append(np.stack(found, axis=1).astype(np.float32))
+        elif kind == "hands":
+            rel = [lm[:, part] - lm[:, part][:, :1] for part in (LEFT, RIGHT)]
+            blocks.append(np.concatenate(rel, axis=1).reshape(t, -1))
+        elif kind == "pose":
+            blocks.append(lm[:, POSE_UPPER].reshape(t, -1))
+        elif kind == "velocity":
+            pts = np.concatenate([lm[:, [33]], lm[:, [54]], lm[:, POSE_UPPER]], axis=1).reshape(t, -1)
+            vel = np.zeros_like(pts)
+            vel[1:] = (pts[1:] - pts[:-1]) * (fps or DEFAULT_FPS) / DEFAULT_FPS
+            blocks.append(vel)
+        else:
+            raise ValueError(f"unknown input block {kind!r}")
+    x = np.concatenate(blocks, axis=1)
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+def resample(landmarks: np.ndarray, max_frames: int) -> np.ndarray:
+    """Uniformly subsample a sequence longer than ``max_frames``."""
+    t = landmarks.shape[0]
+    if t <= max_frames:
+        return landmarks
+    idx = np.round(np.linspace(0, t - 1, max_frames)).astype(int)
+    return landmarks[idx]
+
+
+@dataclass
+class Standardizer:
+    """Per-input mean/std from the train split; saved with every checkpoint."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, arrays: Sequence[np.ndarray]) -> Standardizer:
+        x = np.concatenate(arrays, axis=0).astype(np.float64)
+        return cls(x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-3).astype(np.float32))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def save(self, path: str) -> None:
+        np.savez(path, mean=self.mean, std=self.std)
+
+    @classmethod
+    def load(cls, path: str) -> Standardizer:
+        with np.load(path) as z:
+            return cls(z["mean"], z["std"])

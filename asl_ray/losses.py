@@ -1,0 +1,46 @@
+r"""CTC loss plus a blank penalty against blank collapse.
+
+A CTC model can drive its loss down by emitting blank almost everywhere and
+the label on a frame or two; with few videos and many classes it ends up
+predicting blank everywhere (the 98.5%-blank collapse this project starts
+from). The penalty adds the **blank mass**, the mean blank probability over
+the valid (non-padding) frames of the batch::
+
+    blank_mass = (1 / Σ_b T_b) Σ_b Σ_{t < T_b} p_t(blank)
+    loss = CTC(zero_infinity, mean over the batch) + weight · blank_mass
+
+Targets are concatenated label sequences with per-sample lengths, as
+``torch.nn.functional.ctc_loss`` takes them, so multi-gloss targets work the
+same way as the one-gloss targets of isolated signs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def valid_frames(lengths: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, T) mask of frames inside each sequence."""
+    return torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def blank_mass(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    mask = valid_frames(lengths.to(log_probs.device), log_probs.shape[1])
+    return (log_probs[..., 0].exp() * mask).sum() / mask.sum().clamp(min=1)
+
+
+def ctc_blank_loss(
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    targets: torch.Tensor,
+    target_lengths: torch.Tensor,
+    blank_penalty: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, ctc, blank_mass) for log-probs (B, T, V+1) with blank at 0."""
+    ctc = F.ctc_loss(
+        log_probs.transpose(0, 1).float(), targets, lengths, target_lengths,
+        blank=0, reduction="mean", zero_infinity=True,
+    )
+    mass = blank_mass(log_probs, lengths)
+    return ctc + blank_penalty * mass, ctc, mass

@@ -1,0 +1,76 @@
+"""The feature dataset's Parquet schema: one place for the writer and the readers.
+
+One row per video. Per-frame arrays are stored flattened (row-major) in list
+columns; ``num_frames`` gives T, so
+
+* ``landmarks``: T × 75 × 3 float32, pose (33) + left hand (21) + right hand
+  (21), Sim(3)-normalised into the body frame (see ``features.py``), NaN where
+  not found;
+* ``features``: T × 36 float32, the phonological features (``FEATURE_NAMES``);
+* ``pose_mask``, ``left_mask``, ``right_mask``: T booleans, landmark found.
+
+A failed video has ``status = "failed"``, a reason in ``error``, zero frames
+and empty lists. ``note`` records anything the user should know about an ok
+row (a clipped frame bound, assumed aspect ratio).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from asl_ray.features import NUM_FEATURES, NUM_LANDMARKS
+
+FEATURE_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("gloss", pa.string(), nullable=False),
+        pa.field("label", pa.int32(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("signer_id", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("fps", pa.float32()),
+        pa.field("num_frames", pa.int32(), nullable=False),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("landmarks", pa.list_(pa.float32()), nullable=False),
+        pa.field("features", pa.list_(pa.float32()), nullable=False),
+        pa.field("pose_mask", pa.list_(pa.bool_()), nullable=False),
+        pa.field("left_mask", pa.list_(pa.bool_()), nullable=False),
+        pa.field("right_mask", pa.list_(pa.bool_()), nullable=False),
+        pa.field("extractor_version", pa.string(), nullable=False),
+        pa.field("feature_version", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("note", pa.string()),
+        pa.field("seconds", pa.float32()),
+        pa.field("mediapipe_seconds", pa.float32()),
+    ]
+)
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+
+@dataclass
+class SampleArrays:
+    """One ok row's arrays, reshaped."""
+
+    landmarks: np.ndarray  # (T, 75, 3)
+    features: np.ndarray  # (T, 36)
+    pose_mask: np.ndarray  # (T,)
+    left_mask: np.ndarray
+    right_mask: np.ndarray
+
+
+def sample_arrays(row: dict) -> SampleArrays:
+    t = int(row["num_frames"])
+    return SampleArrays(
+        landmarks=np.asarray(row["landmarks"], np.float32).reshape(t, NUM_LANDMARKS, 3),
+        features=np.asarray(row["features"], np.float32).reshape(t, NUM_FEATURES),
+        pose_mask=np.asarray(row["pose_mask"], bool),
+        left_mask=np.asarray(row["left_mask"], bool),
+        right_mask=np.asarray(row["right_mask"], bool),
+    )

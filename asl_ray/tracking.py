@@ -1,0 +1,106 @@
+"""MLflow: params, per-epoch metrics, artifacts, nested runs.
+
+Uses ``MlflowClient`` with an explicit tracking URI rather than MLflow's
+global "active run", so a Ray worker, a Tune trial and the driver can each log
+to the same store without stepping on one another. The default store is a
+sqlite file under the run folder (MLflow 3 refuses plain ``./mlruns``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from asl_ray.config import Config
+
+
+def tracking_uri(cfg: Config) -> str:
+    if cfg.tracking.uri:
+        return cfg.tracking.uri
+    root = Path(cfg.train.run_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+class RunTracker:
+    """One MLflow run; a no-op when tracking is disabled."""
+
+    def __init__(
+        self, cfg: Config, run_name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+        uri: str | None = None,
+    ) -> None:
+        self.enabled = cfg.tracking.enabled
+        self.run_id = ""
+        self.uri = ""
+        if not self.enabled:
+            return
+        # Quiet MLflow's sqlite migration logging in workers.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or tracking_uri(cfg)
+        self.client = MlflowClient(self.uri)
+        exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(cfg.tracking.experiment)
+        all_tags = {"mlflow.runName": run_name, **(tags or {})}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        self.run_id = self.client.create_run(exp_id, tags=all_tags, run_name=run_name).info.run_id
+
+    @classmethod
+    def attach(cls, uri: str, run_id: str) -> RunTracker:
+        """Log into a run created elsewhere (the driver's run, from a Ray worker)."""
+        from mlflow.tracking import MlflowClient
+
+        tracker = cls.__new__(cls)
+        tracker.enabled, tracker.uri, tracker.run_id = True, uri, run_id
+        tracker.client = MlflowClient(uri)
+        return tracker
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 90):
+            self.client.log_batch(self.run_id, params=items[i:i + 90])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if not self.enabled:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, int | float)]
+        self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tag(self, key: str, value: str) -> None:
+        if self.enabled:
+            self.client.set_tag(self.run_id, key, value)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if not self.enabled:
+            return
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.enabled:
+            self.client.set_terminated(self.run_id, status)

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from asl_ray.decode import MetricAccumulator, collapse_warning, greedy_decode, single_label_scores
+
+
+def _brute_force(lp: np.ndarray, c: int) -> float:
+    """log p([c]) by summing every alignment that collapses to [c]."""
+    t, v = lp.shape
+    total = -np.inf
+    for path in itertools.product(range(v), repeat=t):
+        arr = np.array(path)
+        keep = np.ones(t, bool)
+        keep[1:] = arr[1:] != arr[:-1]
+        if [x for x in arr[keep] if x != 0] == [c]:
+            total = np.logaddexp(total, lp[np.arange(t), arr].sum())
+    return float(total)
+
+
+def test_exact_scores_match_brute_force_and_ctc_loss() -> None:
+    torch.manual_seed(0)
+    lp = torch.log_softmax(torch.randn(2, 5, 4), -1)
+    lengths = torch.tensor([5, 3])
+    scores = single_label_scores(lp, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        for c in range(1, 4):
+            brute = _brute_force(lp[b, :n].numpy(), c)
+            assert abs(scores[b, c - 1].item() - brute) < 1e-4
+            ctc = F.ctc_loss(lp[b:b + 1, :n].transpose(0, 1), torch.tensor([[c]]), torch.tensor([n]),
+                             torch.tensor([1]), reduction="sum")
+            assert abs(-ctc.item() - scores[b, c - 1].item()) < 1e-4
+
+
+def test_ranking_works_when_blank_dominates() -> None:
+    lp = torch.full((1, 10, 5), -8.0)
+    lp[0, :, 0] = -0.01  # blank wins every frame
+    lp[0, 4, 3] = -3.0  # but class 3 is clearly second on one frame
+    lp = torch.log_softmax(lp, -1)
+    assert greedy_decode(lp, torch.tensor([10])) == [[]]
+    assert single_label_scores(lp, torch.tensor([10])).argmax().item() == 2  # class id 3
+
+
+def test_greedy_decode_merges_repeats() -> None:
+    path = torch.tensor([[0, 2, 2, 0, 2, 3, 3, 0]])
+    lp = F.one_hot(path, 4).float().log()
+    assert greedy_decode(lp, torch.tensor([8])) == [[2, 2, 3]]
+    assert greedy_decode(lp, torch.tensor([3])) == [[2]]
+
+
+def test_metrics_and_collapse_warning() -> None:
+    acc = MetricAccumulator(num_classes=4)
+    lp = torch.full((4, 6, 5), -10.0)
+    lp[:, :, 0] = 0.0
+    labels = torch.tensor([1, 2, 3, 4])
+    for i, y in enumerate(labels.tolist()):
+        lp[i, 2, y] = -1.0 if i < 3 else -20.0  # three right, one wrong
+    lp[3, 2, 1] = -1.0
+    lp = torch.log_softmax(lp, -1)
+    acc.add(lp, torch.full((4,), 6), labels, loss=1.0)
+    m = acc.compute()
+    assert m["top1"] == 0.75 and m["blank_ratio"] == 1.0 and m["greedy_acc"] == 0.0
+    assert m["top5"] == 1.0
+    assert acc.confusion()[3, 0] == 1
+    assert collapse_warning(m, 4) is None  # blank everywhere, but ranking is far above chance
+    assert "BLANK COLLAPSE" in (collapse_warning({"blank_ratio": 0.99, "top1": 0.01}, 100) or "")

@@ -1,0 +1,138 @@
+"""Model, loss, augmentation, inputs and the plain-torch loop, without Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asl_ray.augment import augment, mirror
+from asl_ray.checkpoint import build_model, load_checkpoint, save_checkpoint
+from asl_ray.config import AugmentConfig, Config, FeaturesConfig, TrainConfig, load_config
+from asl_ray.dataset import Sample, SignDataset, collate, fit_standardizer
+from asl_ray.features import video_features
+from asl_ray.inputs import BLOCK_SIZES, build_inputs, input_size
+from asl_ray.loop import FitState, evaluate, fit, make_optimizer, make_scheduler, stage_plan
+from asl_ray.losses import blank_mass, ctc_blank_loss
+from asl_ray.model import SignModel, count_parameters
+from asl_ray.vocab import Vocabulary
+from tests.fixtures import fake_landmarks
+
+
+def _landmarks(seed: int, t: int = 14) -> np.ndarray:
+    pose, left, right = fake_landmarks(t=t, seed=seed)
+    return video_features(pose, left, right, fps=25).landmarks
+
+
+def test_input_blocks_have_their_sizes_and_no_nan() -> None:
+    lm = _landmarks(0)
+    kinds = ["phono", "masks", "hands", "pose", "velocity"]
+    x = build_inputs(lm, 25, kinds)
+    assert x.shape == (14, input_size(kinds)) == (14, sum(BLOCK_SIZES.values()))
+    assert np.isfinite(x).all()
+    assert (x[3:6, 36 + 1] == 0).all() and (x[:3, 36 + 1] == 1).all()  # left-hand mask
+
+
+def test_mirror_is_an_involution_and_swaps_hands() -> None:
+    lm = _landmarks(1)
+    m = mirror(lm)
+    np.testing.assert_allclose(mirror(m), lm)
+    np.testing.assert_allclose(m[:, 54:75, 0], -lm[:, 33:54, 0])
+    np.testing.assert_allclose(m[:, 11], lm[:, 12] * [-1, 1, 1])
+
+
+def test_augment_changes_length_and_values_but_stays_finite() -> None:
+    lm = _landmarks(2, t=40)
+    rng = np.random.default_rng(0)
+    out = augment(lm, AugmentConfig(speed=(0.8, 0.8), frame_drop=0.0, mirror=1.0), rng)
+    assert out.shape[0] == 50 and out.shape[1:] == (75, 3)
+    assert not np.allclose(out[:40], lm)
+    assert augment(lm, AugmentConfig(enabled=False), rng) is not None
+    np.testing.assert_array_equal(augment(lm, AugmentConfig(enabled=False), rng), lm)
+    assert np.isnan(out).any() == np.isnan(lm).any()
+
+
+def test_model_lengths_mask_padding() -> None:
+    torch.manual_seed(0)
+    model = SignModel(10, 5, hidden_size=16, num_layers=1, dropout=0.0).eval()
+    x = torch.randn(2, 7, 10)
+    lengths = torch.tensor([7, 4])
+    out = model(x, lengths)
+    assert out.shape == (2, 7, 5)
+    alone = model(x[1:, :4], torch.tensor([4]))
+    torch.testing.assert_close(out[1, :4], alone[0], atol=1e-5, rtol=1e-5)  # padding never leaks in
+    attn = SignModel(10, 5, hidden_size=16, num_layers=1, dropout=0.0, encoder="attention").eval()
+    torch.testing.assert_close(attn(x, lengths)[1, :4], attn(x[1:, :4], torch.tensor([4]))[0], atol=1e-5, rtol=1e-5)
+    assert count_parameters(model) > 0
+
+
+def test_blank_penalty_raises_the_loss_of_a_blank_model() -> None:
+    lp = torch.full((2, 6, 4), -8.0)
+    lp[..., 0] = 0.0
+    lp = torch.log_softmax(lp, -1)
+    lengths, targets, tl = torch.tensor([6, 3]), torch.tensor([1, 2]), torch.tensor([1, 1])
+    assert blank_mass(lp, lengths).item() == pytest.approx(lp[0, 0, 0].exp().item(), rel=1e-5)
+    base, _, _ = ctc_blank_loss(lp, lengths, targets, tl, 0.0)
+    pen, ctc, mass = ctc_blank_loss(lp, lengths, targets, tl, 2.0)
+    assert pen.item() == pytest.approx(base.item() + 2.0 * mass.item(), rel=1e-6)
+    two = ctc_blank_loss(lp, lengths, torch.tensor([1, 2, 3]), torch.tensor([2, 1]), 0.0)[0]
+    assert torch.isfinite(two)  # multi-gloss targets work the same way
+
+
+def _toy_samples(n_per_class: int = 6) -> list[Sample]:
+    """Three 'glosses' that differ in how the right hand moves."""
+    out = []
+    for c in range(3):
+        for i in range(n_per_class):
+            pose, left, right = fake_landmarks(t=16, seed=100 * c + i, hand_gap=False)
+            right = right + np.linspace(0, 60, 16)[:, None, None] * [[(c - 1.0), (c % 2) * 1.0, 0]]
+            lm = video_features(pose, left, right, fps=25).landmarks
+            out.append(Sample(f"{c}-{i}", f"g{c}", c + 1, lm, 25.0))
+    return out
+
+
+def test_loop_learns_a_toy_problem_and_checkpoint_roundtrips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = load_config(None, ["data.wlasl_json=x.json", "model.hidden_size=32", "model.num_layers=1",
+                             "model.dropout=0.0", "train.epochs=25", "train.lr=0.01", "train.blank_penalty=0.5",
+                             "train.augment.enabled=false", "train.warmup_epochs=0"])
+    samples = _toy_samples()
+    std = fit_standardizer(samples, cfg.features)
+    model = build_model(cfg, 3)
+    opt = make_optimizer(model, cfg.train)
+    state = FitState(model, opt, make_scheduler(opt, cfg.train, cfg.train.epochs))
+
+    def loader(stage: list[Sample], epoch: int) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(SignDataset(stage, cfg.features, std), batch_size=6, shuffle=True,
+                                           collate_fn=collate)
+
+    val = torch.utils.data.DataLoader(SignDataset(samples, cfg.features, std), batch_size=18, collate_fn=collate)
+    seen: list[float] = []
+    fit(state, cfg.train, samples, loader, val, 3, on_epoch_end=lambda st, m: seen.append(m["val_top1"]))
+    assert len(seen) == 25 and state.epoch == 25
+    assert seen[-1] == 1.0 and state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+
+    vocab = Vocabulary(("g0", "g1", "g2"))
+    save_checkpoint(tmp_path, cfg, model, vocab, std, {"epoch": state.epoch}, state.history)
+    ck = load_checkpoint(tmp_path)
+    m1, _ = evaluate(model, val, 3)
+    m2, _ = evaluate(ck.model, val, 3)
+    assert m1 == m2 and ck.vocab == vocab
+
+
+def test_curriculum_plan_and_vocab() -> None:
+    cfg = TrainConfig(epochs=4, curriculum=[2, 10, 50], curriculum_epochs=2)
+    assert stage_plan(cfg, 20) == [2, 2, 10, 10, 20, 20, 20, 20]
+    v = Vocabulary.from_train_glosses(["b", "a", "a", "c", "b", "a"], 2)
+    assert v.glosses == ("a", "b") and len(v) == 3 and v.id_of("c") is None and v.gloss_of(0) == "<blank>"
+
+
+def test_attention_heads_must_divide_hidden_size() -> None:
+    from asl_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.attention_heads=3: must divide model.hidden_size=64"):
+        load_config(None, ["data.wlasl_json=x", "model.encoder=attention", "model.hidden_size=64",
+                           "model.attention_heads=3"])
+    assert isinstance(Config.model_fields["features"].default, FeaturesConfig)
