@@ -23,6 +23,9 @@ Examples:
   $ asl-ray extract -c configs/asl_signs.yaml
   $ asl-ray train -c configs/asl_signs.yaml
   $ asl-ray train -c configs/wlasl100.yaml --set train.vocab_size=10 --set train.num_workers=2
+  $ asl-ray tune -c configs/tune.yaml
+  $ asl-ray tune -c configs/tune.yaml --set tune.name=tune-1 --resume
+  $ asl-ray ui -c configs/tune.yaml
   $ asl-ray evaluate --checkpoint runs/.../checkpoint_000009 --split val
   $ asl-ray predict --checkpoint runs/.../checkpoint_000009 ../shared/data/wlasl100/videos/00623.mp4
 """
@@ -113,6 +116,42 @@ def train(cfg: Config) -> None:
     from asl_ray.trainer import run_training
 
     run_training(cfg, echo=click.echo)
+
+
+@main.command(epilog=EPILOG)
+@config_options
+@click.option("--resume", is_flag=True, help="Continue the interrupted tune named by tune.name.")
+def tune(cfg: Config, resume: bool) -> None:
+    """Search hyper-parameters with Ray Tune (ASHA); every trial is a nested MLflow run.
+
+    The search space is tune.search_space in the config. Prints a line per
+    trial event and a ranked table at the end, with the best trial per
+    vocabulary size and a best_config.yaml that `asl-ray train -c` accepts.
+    """
+    from asl_ray.search import run_tune
+
+    run_tune(cfg, resume=resume, echo=click.echo)
+
+
+@main.command(epilog=EPILOG)
+@config_options
+@click.option("--port", default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+@click.option("--print-only", is_flag=True, help="Print the mlflow command instead of running it.")
+def ui(cfg: Config, port: int, host: str, print_only: bool) -> None:
+    """Start the MLflow UI over the project's tracking store to compare runs and trials."""
+    import shlex
+    import subprocess
+
+    from asl_ray.tracking import tracking_uri
+
+    uri = tracking_uri(cfg)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    click.echo(f"MLflow UI on http://{host}:{port} over {uri}")
+    if print_only:
+        click.echo(shlex.join(["mlflow", *cmd[3:]]))
+        return
+    raise SystemExit(subprocess.call(cmd))
 
 
 def _checkpoint_option(fn: Callable[..., Any]) -> Callable[..., Any]:

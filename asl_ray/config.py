@@ -158,6 +158,49 @@ class TrackingConfig(_Section):
     enabled: bool = True
 
 
+class Domain(_Section):
+    """One search dimension. choice/grid take ``values``; uniform/loguniform/randint take low/high."""
+
+    type: Literal["choice", "grid", "uniform", "loguniform", "randint"]
+    values: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Domain:
+        if self.type in ("choice", "grid"):
+            if not self.values:
+                raise ValueError(f"a {self.type} domain needs a non-empty 'values' list")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} domain needs low < high")
+        elif self.type == "loguniform" and self.low <= 0:
+            raise ValueError("a loguniform domain needs low > 0")
+        return self
+
+
+class TuneConfig(_Section):
+    """Ray Tune search over any config keys, with ASHA early stopping."""
+
+    name: str | None = Field(None, description="tune run name (default: a timestamp)")
+    num_samples: int = Field(8, gt=0, description="trials (per grid point when a grid domain is used)")
+    search_space: dict[str, Domain] = Field(default_factory=dict, description="dotted config key -> domain")
+    metric: Literal["val_top1", "val_loss"] = "val_top1"
+    searcher: Literal["random", "optuna"] = Field("random", description="optuna needs the 'optuna' extra")
+    grace_period: int = Field(3, gt=0, description="ASHA: epochs before a trial can be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+    max_concurrent_trials: int | None = Field(None, gt=0, description="None = what the cluster fits")
+    seed: int | None = 0
+
+    @model_validator(mode="after")
+    def _keys_exist(self) -> TuneConfig:
+        for key in self.search_space:
+            section, _, field_name = key.partition(".")
+            model = _SECTIONS.get(section)
+            if model is None or not field_name or field_name.split(".")[0] not in model.model_fields:
+                raise ValueError(f"tune.search_space.{key}: not a config key (e.g. model.hidden_size)")
+        return self
+
+
 class RayConfig(_Section):
     """How to reach Ray: a local single-node instance unless an address is given."""
 
@@ -176,7 +219,14 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    tune: TuneConfig = TuneConfig()
     ray: RayConfig = RayConfig()
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "data": DataConfig, "extract": ExtractConfig, "features": FeaturesConfig, "model": ModelConfig,
+    "train": TrainConfig, "tracking": TrackingConfig, "ray": RayConfig,
+}
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -213,8 +263,11 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
         is_model = isinstance(owner, type) and issubclass(owner, BaseModel)
         allowed = ", ".join(owner.model_fields) if is_model else "?"
         return f"{loc}: unknown key (allowed: {allowed})"
-    if err["type"] == "value_error" and not err["loc"]:
-        return str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "value_error":
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        # Cross-field checks already name their keys ("model.attention_heads=3: ...").
+        if not err["loc"] or msg.split(".")[0] in Config.model_fields:
+            return msg
     value = err.get("input")
     msg = str(err["msg"]).removeprefix("Value error, ")
     return f"{loc}={value!r}: {msg}" if loc else msg

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import time
 import uuid
 from collections.abc import Callable
@@ -132,12 +133,25 @@ def write_atomically(table: pa.Table, out_dir: str, name: str) -> str:
     return str(final)
 
 
+def _quiet_native_logs() -> None:
+    """Send this worker's native stderr (MediaPipe/TFLite log a line per graph
+    reset) to a file, so the driver's terminal shows progress, not noise.
+    Python errors still reach the driver through Ray's task errors."""
+    import tempfile
+
+    log = Path(tempfile.gettempdir()) / f"asl-ray-extractor-{os.getpid()}.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 class ExtractActor:
     """Ray Data actor: one processor (one MediaPipe graph) for many batches."""
 
     def __init__(self, settings: dict[str, Any], out_dir: str) -> None:
         self.processor = SampleProcessor(ExtractConfig.model_validate(settings))
         self.out_dir = out_dir
+        _quiet_native_logs()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = [self.processor(r) for r in batch.to_pylist()]
@@ -150,6 +164,8 @@ class ExtractActor:
             "mediapipe_seconds": pa.array([r["mediapipe_seconds"] for r in rows], pa.float64()),
             "node": [os.uname().nodename] * len(rows),
             "pid": [os.getpid()] * len(rows),
+            # ru_maxrss is in KiB on Linux: this worker's peak memory so far.
+            "max_rss_mb": [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024] * len(rows),
         })
 
 
@@ -197,6 +213,7 @@ class ExtractSummary:
     mediapipe_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     nodes: dict[str, int] = field(default_factory=dict)
+    worker_peak_mb: dict[int, float] = field(default_factory=dict)  # pid -> peak RSS
     output_dir: str = ""
 
     @property
@@ -269,6 +286,7 @@ def run_extract(cfg: Config, echo: Callable[[str], None] = print) -> ExtractSumm
                 summary.failed += 1
                 summary.failures.append((r["video_id"], r["error"]))
             summary.nodes[r["node"]] = summary.nodes.get(r["node"], 0) + 1
+            summary.worker_peak_mb[r["pid"]] = max(summary.worker_peak_mb.get(r["pid"], 0.0), r["max_rss_mb"])
         now = time.perf_counter()
         summary.seconds = now - t0
         if now - last >= s.progress_seconds or summary.processed == len(todo):

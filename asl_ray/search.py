@@ -1,0 +1,320 @@
+"""Ray Tune edge: search space from config -> Tuner over the same trainer.
+
+Each trial is a Tune function that applies its sampled overrides to the base
+config and builds the same ``TorchTrainer`` as ``asl-ray train`` (through
+``trainer.build_trainer``) with a ``TuneReportCallback``, the Ray 2.60 way of
+running Train inside Tune. ASHA stops weak trials early on the configured
+metric. Every trial is a nested MLflow run under one parent run per tune; at
+the end each child run is marked completed, stopped early or failed, and the
+best trial's full config is written as a YAML file ``asl-ray train -c``
+accepts as is.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asl_ray.config import Config, Domain, dump_config, validate_tree
+from asl_ray.errors import UserError
+from asl_ray.loop import stage_plan
+from asl_ray.tracking import RunTracker, flatten, tracking_uri
+
+STATUS_TAG = "asl_ray.status"
+TRIAL_TAG = "asl_ray.trial_id"
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """The base config with dotted-key overrides, validated like a YAML file."""
+    tree = cfg.model_dump(mode="json")
+    for key, value in overrides.items():
+        node = tree
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return validate_tree(tree, "trial config")
+
+
+def to_tune_domain(d: Domain) -> Any:
+    from ray import tune
+
+    if d.type == "choice":
+        return tune.choice(d.values or [])
+    if d.type == "grid":
+        return tune.grid_search(d.values or [])
+    assert d.low is not None and d.high is not None
+    if d.type == "uniform":
+        return tune.uniform(d.low, d.high)
+    if d.type == "loguniform":
+        return tune.loguniform(d.low, d.high)
+    return tune.randint(int(d.low), int(d.high))
+
+
+def trial_fn(config: dict[str, Any]) -> None:
+    """One Tune trial: a full Ray Train run with this trial's overrides."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from asl_ray.trainer import build_trainer
+
+    trial_id = tune.get_context().get_trial_id()
+    base = Config.model_validate(config["base"])
+    overrides = dict(config["overrides"])
+    tracker = RunTracker(base, f"trial-{trial_id}", parent_run_id=config["parent_run_id"],
+                         tags={TRIAL_TAG: trial_id, "asl_ray.kind": "trial"}, uri=config["mlflow_uri"])
+    try:
+        cfg = apply_overrides(base, {**overrides, "train.name": trial_id,
+                                     "train.run_dir": config["trials_dir"]})
+        tracker.log_params({**flatten(cfg.model_dump(mode="json")), **{f"tuned.{k}": v for k, v in overrides.items()}})
+        trainer = build_trainer(cfg, trial_id, tracker.run_id or None, tracker.uri or None,
+                                callbacks=[TuneReportCallback()])
+        trainer.fit()
+    except BaseException as exc:
+        # Stopped by ASHA or failed: the driver tells the two apart after the
+        # run, from Tune's own record, and sets the final status.
+        tracker.set_tag("asl_ray.error", f"{type(exc).__name__}: {exc}"[:5000])
+        raise
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    overrides: dict[str, Any]
+    status: str  # completed | stopped early | failed
+    epochs: int
+    metrics: dict[str, float]
+    error: str | None = None
+
+
+def _concurrency(cfg: Config) -> int:
+    import ray
+
+    if cfg.tune.max_concurrent_trials:
+        return cfg.tune.max_concurrent_trials
+    res = ray.cluster_resources()
+    if cfg.train.use_gpu or (cfg.train.use_gpu is None and res.get("GPU", 0) > 0):
+        return max(1, int(res.get("GPU", 0) // cfg.train.num_workers))
+    return max(1, int(res.get("CPU", 1) // (cfg.train.num_workers * cfg.train.cpus_per_worker)))
+
+
+def _progress_callback(echo: Any, total: int) -> Any:
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        """One line whenever a trial starts, reports, stops or fails."""
+
+        def __init__(self) -> None:
+            self.running: set[str] = set()
+            self.done = 0
+            self.failed = 0
+
+        def _state(self) -> str:
+            return f"[{len(self.running)} running, {self.done} done, {self.failed} failed, {total} planned]"
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.running.add(trial.trial_id)
+            echo(f"tune: trial {trial.trial_id} started {trial.config.get('overrides')} {self._state()}")
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            echo(f"tune: trial {trial.trial_id} epoch {result.get('epoch')}: val top1 "
+                 f"{result.get('val_top1', float('nan')):.1%}, val loss {result.get('val_loss', float('nan')):.3f}, "
+                 f"blank {result.get('val_blank_ratio', float('nan')):.2f}")
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.running.discard(trial.trial_id)
+            self.done += 1
+            echo(f"tune: trial {trial.trial_id} ended {self._state()}")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.running.discard(trial.trial_id)
+            self.failed += 1
+            echo(f"tune: trial {trial.trial_id} FAILED {self._state()}")
+
+    return Progress()
+
+
+@dataclass
+class TuneOutcome:
+    name: str
+    path: Path
+    rows: list[TrialRow]
+    best: TrialRow | None
+    best_per_vocab: dict[str, TrialRow]
+    best_config: Path | None
+    parent_run_id: str | None
+    tracking_uri: str | None
+
+
+def run_tune(cfg: Config, resume: bool = False, echo: Any = print) -> TuneOutcome:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from asl_ray.raylocal import init_ray
+    from asl_ray.trainer import load_data
+
+    if not cfg.tune.search_space:
+        raise UserError("tune.search_space is empty: nothing to search (see configs/tune.yaml)")
+    if not cfg.tune.name and resume:
+        raise UserError("--resume needs tune.name (the name of the tune to continue)")
+    name = cfg.tune.name or time.strftime("tune-%Y%m%d-%H%M%S")
+    root = Path(cfg.train.run_dir).resolve() / "tune"
+    path = root / name
+    if resume and not path.is_dir():
+        raise UserError(f"--resume: no tune named {name!r} under {root}")
+    load_data(cfg)  # fail fast on the driver if there is no data
+    init_ray(cfg.ray)
+    uri = tracking_uri(cfg)
+    parent = _parent_run(cfg, name, uri, resume)
+    metric = cfg.tune.metric
+    mode = "max" if metric == "val_top1" else "min"
+    max_t = len(stage_plan(cfg.train, 10**9))  # epochs a trial runs when not stopped
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.tune.grace_period,
+                              max_t), reduction_factor=cfg.tune.reduction_factor)
+    search_alg: Any = None
+    if cfg.tune.searcher == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError:
+            raise UserError("tune.searcher=optuna needs the optuna extra: pip install 'asl-ray[optuna]'") from None
+        search_alg = OptunaSearch(seed=cfg.tune.seed)
+    else:
+        from ray.tune.search import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=cfg.tune.seed)
+    concurrency = _concurrency(cfg)
+    grid = math.prod(len(d.values or []) for d in cfg.tune.search_space.values() if d.type == "grid")
+    total = cfg.tune.num_samples * grid
+    echo(f"tune: {name}: {total} trials, up to {concurrency} at a time, ASHA on {metric} ({mode}), "
+         f"max {max_t} epochs, grace {cfg.tune.grace_period}; MLflow parent run {parent.run_id}")
+    trainable = tune.with_resources(trial_fn, {"CPU": 0})
+    param_space = {
+        "base": cfg.model_dump(mode="json"),
+        "overrides": {k: to_tune_domain(d) for k, d in cfg.tune.search_space.items()},
+        "parent_run_id": parent.run_id, "mlflow_uri": uri, "trials_dir": str(path / "trials"),
+    }
+    progress = _progress_callback(echo, total)
+    if resume:
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space,
+                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, search_alg=search_alg,
+                                        num_samples=cfg.tune.num_samples, max_concurrent_trials=concurrency),
+            run_config=tune.RunConfig(name=name, storage_path=str(root), callbacks=[progress], verbose=0),
+        )
+    grid_result = tuner.fit()
+    rows = _rows(grid_result, max_t, metric)
+    outcome = _finish(cfg, name, path, rows, parent, uri, metric, mode)
+    echo(summary_table(outcome, metric))
+    return outcome
+
+
+def _parent_run(cfg: Config, name: str, uri: str, resume: bool) -> RunTracker:
+    if resume:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(cfg.tracking.experiment)
+        if exp is not None:
+            found = client.search_runs([exp.experiment_id], f"tags.`asl_ray.tune_name` = '{name}'")
+            if found:
+                return RunTracker.attach(uri, found[0].info.run_id)
+    parent = RunTracker(cfg, name, tags={"asl_ray.kind": "tune", "asl_ray.tune_name": name}, uri=uri)
+    parent.log_params({f"search.{k}": d.model_dump(exclude_none=True) for k, d in cfg.tune.search_space.items()}
+                      | {"tune.metric": cfg.tune.metric, "tune.num_samples": cfg.tune.num_samples})
+    return parent
+
+
+def _rows(grid_result: Any, max_t: int, metric: str) -> list[TrialRow]:
+    rows = []
+    for res in grid_result:
+        m = dict(res.metrics or {})
+        trial_id = m.get("trial_id") or Path(res.path).name
+        epochs = int(m.get("training_iteration", 0) or 0)
+        if res.error is not None:
+            status = "failed"
+        elif epochs < max_t:
+            status = "stopped early"
+        else:
+            status = "completed"
+        err = None if res.error is None else str(res.error).strip().splitlines()[-1][:300]
+        rows.append(TrialRow(str(trial_id), dict(res.config.get("overrides", {})), status, epochs, m, err))
+    return rows
+
+
+def _finish(cfg: Config, name: str, path: Path, rows: list[TrialRow], parent: RunTracker, uri: str,
+            metric: str, mode: str) -> TuneOutcome:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    children = {r.data.tags.get(TRIAL_TAG): r.info.run_id for r in client.search_runs(
+        [client.get_run(parent.run_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.run_id}'")}
+    for row in rows:
+        run_id = children.get(row.trial_id)
+        if run_id is None:
+            continue
+        client.set_tag(run_id, STATUS_TAG, row.status)
+        client.set_terminated(run_id, {"completed": "FINISHED", "stopped early": "KILLED"}.get(row.status, "FAILED"))
+
+    def key(r: TrialRow) -> float:
+        v = r.metrics.get(metric)
+        return -math.inf if v is None else (v if mode == "max" else -v)
+
+    scored = [r for r in rows if r.status != "failed" and metric in r.metrics]
+    best = max(scored, key=key) if scored else None
+    per_vocab: dict[str, TrialRow] = {}
+    for r in scored:
+        v = str(r.overrides.get("train.vocab_size", cfg.train.vocab_size))
+        if v not in per_vocab or key(r) > key(per_vocab[v]):
+            per_vocab[v] = r
+    best_config = None
+    if best is not None:
+        best_cfg = apply_overrides(cfg, best.overrides)
+        best_cfg = best_cfg.model_copy(update={"tune": type(cfg.tune)()})
+        best_config = path / "best_config.yaml"
+        path.mkdir(parents=True, exist_ok=True)
+        best_config.write_text(f"# Best trial {best.trial_id} of tune {name} ({metric} "
+                               f"{best.metrics.get(metric, float('nan')):.4f}). Retrain with:\n"
+                               f"#   asl-ray train -c {best_config}\n" + dump_config(best_cfg))
+        parent.log_artifact(best_config)
+        parent.set_tag("best_trial", best.trial_id)
+        parent.log_metrics({f"best_{metric}": float(best.metrics[metric])}, step=0)
+    parent.end("FINISHED")
+    return TuneOutcome(name, path, rows, best, per_vocab, best_config, parent.run_id, uri)
+
+
+def summary_table(o: TuneOutcome, metric: str) -> str:
+    ranked = sorted(o.rows, key=lambda r: (r.status == "failed", -(r.metrics.get("val_top1") or 0.0)))
+    keys = sorted({k for r in o.rows for k in r.overrides})
+    short = [k.split(".")[-1] for k in keys]
+    head = f"{'rank':>4}  {'trial':<12} {'status':<13} {'ep':>3} {'val_top1':>8} {'val_top5':>8} {'val_loss':>8}  " + \
+        "  ".join(short)
+    lines = [f"tune: {o.name} finished: " + ", ".join(
+        f"{sum(r.status == s for r in o.rows)} {s}" for s in ("completed", "stopped early", "failed")), head]
+    for i, r in enumerate(ranked, 1):
+        vals = "  ".join(_fmt(r.overrides.get(k)) for k in keys)
+        m = r.metrics
+        lines.append(f"{i:>4}  {r.trial_id[-12:]:<12} {r.status:<13} {r.epochs:>3} {_pct(m.get('val_top1'))} "
+                     f"{_pct(m.get('val_top5'))} {m.get('val_loss', float('nan')):>8.3f}  {vals}"
+                     + (f"  ({r.error})" if r.error else ""))
+    for vocab, r in sorted(o.best_per_vocab.items(), key=lambda kv: kv[0]):
+        lines.append(f"best for vocab_size={vocab}: trial {r.trial_id} {metric} {r.metrics.get(metric):.4f}")
+    if o.best_config:
+        lines.append(f"best overall: trial {o.best.trial_id if o.best else '-'}; config {o.best_config}")
+        lines.append(f"retrain it with: asl-ray train -c {o.best_config}")
+    lines.append(f"compare the trials: asl-ray ui -c <config>  (or mlflow ui --backend-store-uri {o.tracking_uri} "
+                 f"--host 127.0.0.1)")
+    return "\n".join(lines)
+
+
+def _pct(v: float | None) -> str:
+    return f"{v:>8.1%}" if v is not None else f"{'-':>8}"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
