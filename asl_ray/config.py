@@ -223,6 +223,30 @@ class Config(_Section):
     ray: RayConfig = RayConfig()
 
 
+def _absolute(path: str | None) -> str | None:
+    if path is None or "://" in path:
+        return path
+    return str(Path(path).resolve())
+
+
+def resolve_paths(cfg: Config) -> Config:
+    """The config with every local path made absolute.
+
+    Ray workers do not run in the driver's working directory, so everything
+    handed to them must not depend on it. URIs (s3://...) are left alone.
+    """
+    data = cfg.data.model_copy(update={
+        k: Path(v).resolve() for k in ("wlasl_json", "videos_dir", "asl_signs_dir")
+        if (v := getattr(cfg.data, k)) is not None
+    })
+    return cfg.model_copy(update={
+        "data": data,
+        "extract": cfg.extract.model_copy(update={"output_dir": _absolute(cfg.extract.output_dir)}),
+        "train": cfg.train.model_copy(update={"run_dir": _absolute(cfg.train.run_dir),
+                                              "resume_from": _absolute(cfg.train.resume_from)}),
+    })
+
+
 _SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig, "extract": ExtractConfig, "features": FeaturesConfig, "model": ModelConfig,
     "train": TrainConfig, "tracking": TrackingConfig, "ray": RayConfig,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asl_ray.config import Config, Domain, dump_config, validate_tree
+from asl_ray.config import Config, Domain, dump_config, resolve_paths, validate_tree
 from asl_ray.errors import UserError
 from asl_ray.loop import stage_plan
 from asl_ray.tracking import RunTracker, flatten, tracking_uri
@@ -156,6 +156,7 @@ def run_tune(cfg: Config, resume: bool = False, echo: Any = print) -> TuneOutcom
     from asl_ray.raylocal import init_ray
     from asl_ray.trainer import load_data
 
+    cfg = resolve_paths(cfg)
     if not cfg.tune.search_space:
         raise UserError("tune.search_space is empty: nothing to search (see configs/tune.yaml)")
     if not cfg.tune.name and resume:

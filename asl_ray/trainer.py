@@ -10,6 +10,8 @@ failure, or ``train.resume_from``) continues from the last checkpoint.
 
 from __future__ import annotations
 
+import logging
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from asl_ray.checkpoint import build_model, load_checkpoint, save_checkpoint, unwrap
-from asl_ray.config import Config
+from asl_ray.config import Config, resolve_paths
 from asl_ray.dataset import SignDataset, Splits, collate, fit_standardizer, load_splits
 from asl_ray.decode import collapse_warning
 from asl_ray.errors import UserError
@@ -46,10 +48,24 @@ def epoch_line(m: dict[str, float], total: int) -> str:
             f"top1 {m['train_top1']:.1%} blank {m['train_blank_ratio']:.2f} grad {m['train_grad_norm']:.2f}{val}")
 
 
+def emit(line: str) -> None:
+    """One progress line from a worker. Ray Train patches ``print`` into its
+    logger and echoes it as well (every line twice); the real stdout is
+    forwarded to the driver once."""
+    print(line, file=sys.__stdout__, flush=True)
+
+
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker function: the adapter between Ray and ``loop.fit``."""
     import ray.train
     import ray.train.torch
+
+    # Ray Train logs every report and checkpoint at INFO (one logger is named
+    # after its file); our epoch line already says it.
+    from ray.train.v2._internal.execution import context as _train_context
+
+    for name in ("ray.train", _train_context.__file__):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     cfg = Config.model_validate(loop_config["cfg"])
     ctx = ray.train.get_context()
@@ -90,7 +106,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                             "train_samples": len(splits.train), "val_samples": len(splits.val),
                             "num_glosses": num_classes, "dropped_samples": sum(splits.dropped.values())})
     if rank == 0:
-        print(f"train: {splits.describe()}; {count_parameters(unwrap(model)):,} parameters; "
+        emit(f"train: {splits.describe()}; {count_parameters(unwrap(model)):,} parameters; "
               f"{world} worker(s) on {device}" + (f"; resuming after epoch {state.epoch}" if loaded else ""))
 
     def train_loader(samples: Any, epoch: int) -> DataLoader:
@@ -110,11 +126,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
-        print(epoch_line(metrics, total), flush=True)
+        emit(epoch_line(metrics, total))
         warning = collapse_warning({"blank_ratio": metrics.get("val_blank_ratio", metrics["train_blank_ratio"]),
                                     "top1": metrics["score"]}, num_classes)
         if warning:
-            print(warning, flush=True)
+            emit(warning)
         if tracker is not None:
             tracker.log_metrics(metrics, step=int(metrics["epoch"]))
         with tempfile.TemporaryDirectory() as tmp:
@@ -181,6 +197,7 @@ def run_training(cfg: Config, echo: Any = print) -> TrainOutcome:
     """Train with Ray Train, then write plots and log the best checkpoint to MLflow."""
     from asl_ray.raylocal import init_ray
 
+    cfg = resolve_paths(cfg)
     name = cfg.train.name or time.strftime("train-%Y%m%d-%H%M%S")
     # Fail fast (and on the driver, with a one-line error) on data problems.
     splits = load_data(cfg)
@@ -211,12 +228,12 @@ def finish_run(cfg: Config, name: str, result: Any, tracker: RunTracker, splits:
     best = None
     if result.best_checkpoints:
         best_ckpt, _ = max(result.best_checkpoints, key=lambda cm: cm[1].get("score", -1))
-        best = Path(best_ckpt.to_directory())
+        best = _local_dir(best_ckpt)
     history: list[dict[str, float]] = []
     best_metrics: dict[str, float] = {}
     curves = conf = None
     if result.checkpoint is not None:
-        latest = load_checkpoint(result.checkpoint.to_directory())
+        latest = load_checkpoint(_local_dir(result.checkpoint))
         history = latest.history
     if best is not None:
         loaded = load_checkpoint(best)
@@ -239,6 +256,15 @@ def finish_run(cfg: Config, name: str, result: Any, tracker: RunTracker, splits:
                            tracker.uri if tracker.enabled else None, curves, conf)
     echo(summary_lines(outcome))
     return outcome
+
+
+def _local_dir(checkpoint: Any) -> Path:
+    """A checkpoint's folder: in place on local storage, else downloaded."""
+    import pyarrow.fs as pafs
+
+    if isinstance(checkpoint.filesystem, pafs.LocalFileSystem):
+        return Path(checkpoint.path)
+    return Path(checkpoint.to_directory())
 
 
 def _val_accumulator(model: torch.nn.Module, standardizer: Standardizer, cfg: Config, vocab: Vocabulary) -> Any:
