@@ -65,6 +65,26 @@ class LoadedCheckpoint:
     history: list[dict[str, float]]
 
 
+def latest_checkpoint(run_path: Path) -> Path | None:
+    """The checkpoint folder of ``run_path`` with the most epochs done, if any.
+
+    Only complete folders count (all files present), so a checkpoint cut off
+    by a killed run is never resumed from.
+    """
+    best: tuple[int, Path] | None = None
+    needed = ("model.pt", "state.pt", "history.json", "config.yaml")
+    for folder in run_path.glob("checkpoint_*"):
+        if not folder.is_dir() or not all((folder / f).is_file() for f in needed):
+            continue
+        try:
+            epochs = len(json.loads((folder / "history.json").read_text()))
+        except (OSError, ValueError):
+            continue
+        if best is None or epochs > best[0]:
+            best = (epochs, folder)
+    return best[1] if best else None
+
+
 def load_checkpoint(folder: Path | str, with_state: bool = False) -> LoadedCheckpoint:
     folder = Path(folder)
     if not (folder / "model.pt").is_file():

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from asl_ray.checkpoint import build_model, load_checkpoint, save_checkpoint, unwrap
+from asl_ray.checkpoint import build_model, latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
 from asl_ray.config import Config, resolve_paths
 from asl_ray.dataset import SignDataset, Splits, collate, fit_standardizer, load_splits
 from asl_ray.decode import collapse_warning
@@ -199,6 +199,12 @@ def run_training(cfg: Config, echo: Any = print) -> TrainOutcome:
 
     cfg = resolve_paths(cfg)
     name = cfg.train.name or time.strftime("train-%Y%m%d-%H%M%S")
+    if cfg.train.resume_from is None and "://" not in cfg.train.run_dir:
+        # Re-running a named run that was interrupted continues it.
+        previous = latest_checkpoint(Path(cfg.train.run_dir) / name)
+        if previous is not None:
+            echo(f"train: {name} exists; resuming from its latest checkpoint {previous}")
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume_from": str(previous)})})
     # Fail fast (and on the driver, with a one-line error) on data problems.
     splits = load_data(cfg)
     echo(f"train: {name}: {splits.describe()}")

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
+from asl_ray.checkpoint import latest_checkpoint
 from asl_ray.cli import main
 from asl_ray.config import load_config
 from asl_ray.extract import run_extract
@@ -29,6 +30,10 @@ def asl_features(local_ray, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = load_config(ROOT / "configs/asl_signs.yaml", [f"extract.output_dir={out}"])
     assert run_extract(cfg, echo=lambda _: None).ok == 84
     return out
+
+
+def _checkpoints(run: Path) -> list[Path]:
+    return [p for p in run.glob("checkpoint_*") if p.is_dir()]
 
 
 def _args(features: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -78,17 +83,19 @@ def test_killed_two_worker_run_resumes_from_last_checkpoint(local_ray, asl_featu
                             start_new_session=True)
     run = tmp_path / "resume"
     deadline = time.time() + 240
-    while time.time() < deadline and len(list(run.glob("checkpoint_*"))) < 2:
+    while time.time() < deadline and len(_checkpoints(run)) < 2:
         time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = len(list(run.glob("checkpoint_*")))
+    done = len(_checkpoints(run))
     assert done >= 2, "no checkpoint before the kill"
     time.sleep(3)  # the dead driver's workers are torn down by Ray
 
     resumed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400, check=False)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming from its latest checkpoint" in resumed.stdout
     assert "resuming after epoch" in resumed.stdout + resumed.stderr
-    latest = max(run.glob("checkpoint_*"))
+    latest = latest_checkpoint(run)
+    assert latest is not None
     history = json.loads((latest / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 9))  # every epoch once, none lost
