@@ -24,6 +24,7 @@ from asl_ray.loop import stage_plan
 from asl_ray.tracking import RunTracker, flatten, tracking_uri
 
 STATUS_TAG = "asl_ray.status"
+TRIAL_DRIVER_MEMORY = 256 * 1024**2
 TRIAL_TAG = "asl_ray.trial_id"
 
 
@@ -66,10 +67,11 @@ def trial_fn(config: dict[str, Any]) -> None:
     overrides = dict(config["overrides"])
     tracker = RunTracker(base, f"trial-{trial_id}", parent_run_id=config["parent_run_id"],
                          tags={TRIAL_TAG: trial_id, "asl_ray.kind": "trial"}, uri=config["mlflow_uri"])
+    tracker.log_params({f"tuned.{k}": v for k, v in overrides.items()})
     try:
         cfg = apply_overrides(base, {**overrides, "train.name": trial_id,
                                      "train.run_dir": config["trials_dir"]})
-        tracker.log_params({**flatten(cfg.model_dump(mode="json")), **{f"tuned.{k}": v for k, v in overrides.items()}})
+        tracker.log_params({k: v for k, v in flatten(cfg.model_dump(mode="json")).items() if k not in overrides})
         trainer = build_trainer(cfg, trial_id, tracker.run_id or None, tracker.uri or None,
                                 callbacks=[TuneReportCallback()])
         trainer.fit()
@@ -175,23 +177,28 @@ def run_tune(cfg: Config, resume: bool = False, echo: Any = print) -> TuneOutcom
     max_t = len(stage_plan(cfg.train, 10**9))  # epochs a trial runs when not stopped
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.tune.grace_period,
                               max_t), reduction_factor=cfg.tune.reduction_factor)
+    concurrency = _concurrency(cfg)
     search_alg: Any = None
     if cfg.tune.searcher == "optuna":
         try:
             from ray.tune.search.optuna import OptunaSearch
         except ImportError:
             raise UserError("tune.searcher=optuna needs the optuna extra: pip install 'asl-ray[optuna]'") from None
-        search_alg = OptunaSearch(seed=cfg.tune.seed)
+        from ray.tune.search import ConcurrencyLimiter
+
+        search_alg = ConcurrencyLimiter(OptunaSearch(seed=cfg.tune.seed), max_concurrent=concurrency)
     else:
         from ray.tune.search import BasicVariantGenerator
 
-        search_alg = BasicVariantGenerator(random_state=cfg.tune.seed)
-    concurrency = _concurrency(cfg)
+        search_alg = BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrency)
     grid = math.prod(len(d.values or []) for d in cfg.tune.search_space.values() if d.type == "grid")
     total = cfg.tune.num_samples * grid
     echo(f"tune: {name}: {total} trials, up to {concurrency} at a time, ASHA on {metric} ({mode}), "
          f"max {max_t} epochs, grace {cfg.tune.grace_period}; MLflow parent run {parent.run_id}")
-    trainable = tune.with_resources(trial_fn, {"CPU": 0})
+    # The trial function only drives its TorchTrainer, whose workers hold the
+    # CPUs/GPUs; asking a CPU for it too would halve the trials that fit here.
+    # Ray needs some resource in the request, so it reserves driver memory.
+    trainable = tune.with_resources(trial_fn, {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY})
     param_space = {
         "base": cfg.model_dump(mode="json"),
         "overrides": {k: to_tune_domain(d) for k, d in cfg.tune.search_space.items()},
@@ -205,7 +212,7 @@ def run_tune(cfg: Config, resume: bool = False, echo: Any = print) -> TuneOutcom
         tuner = tune.Tuner(
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, search_alg=search_alg,
-                                        num_samples=cfg.tune.num_samples, max_concurrent_trials=concurrency),
+                                        num_samples=cfg.tune.num_samples),
             run_config=tune.RunConfig(name=name, storage_path=str(root), callbacks=[progress], verbose=0),
         )
     grid_result = tuner.fit()
@@ -244,7 +251,8 @@ def _rows(grid_result: Any, max_t: int, metric: str) -> list[TrialRow]:
         else:
             status = "completed"
         err = None if res.error is None else str(res.error).strip().splitlines()[-1][:300]
-        rows.append(TrialRow(str(trial_id), dict(res.config.get("overrides", {})), status, epochs, m, err))
+        config = res.config or m.get("config") or {}
+        rows.append(TrialRow(str(trial_id), dict(config.get("overrides", {})), status, epochs, m, err))
     return rows
 
 

@@ -53,7 +53,10 @@ class RunTracker:
         self.uri = uri or tracking_uri(cfg)
         self.client = MlflowClient(self.uri)
         exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(cfg.tracking.experiment)
+        # Tagged as model training, so the MLflow UI opens on the runs table
+        # rather than its GenAI trace overview.
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(
+            cfg.tracking.experiment, tags={"mlflow.experimentKind": "custom_model_development"})
         all_tags = {"mlflow.runName": run_name, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id

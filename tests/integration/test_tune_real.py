@@ -1,0 +1,166 @@
+"""A real tune: local Ray, a real MLflow server on loopback, real asl-signs
+landmarks; checked through MLflow's REST API and in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from asl_ray.config import load_config
+from asl_ray.extract import run_extract
+from asl_ray.search import run_tune
+from tests.conftest import ROOT, require_shared
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the MLflow server did not come up on loopback")
+    yield url
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+def _api(url: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", method="POST" if body is not None else "GET",
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def tuned(local_ray, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    require_shared("asl-signs", "train.csv")
+    work = tmp_path_factory.mktemp("tune")
+    cfg = load_config(ROOT / "configs/tune.yaml", [
+        "data.source=asl-signs", f"data.asl_signs_dir={require_shared('asl-signs')}", "data.val_fraction=0.3",
+        f"extract.output_dir={work / 'features'}", f"train.run_dir={work / 'runs'}", "train.epochs=4",
+        "train.batch_size=8", f"tracking.uri={mlflow_server}", "tracking.experiment=tune-test",
+        "tune.name=t1", "tune.num_samples=2", "tune.grace_period=1",
+        # A grid with an invalid hidden size: two trials must fail, the others go on.
+        "tune.search_space={model.hidden_size: {type: grid, values: [16, -1]}, "
+        "model.dropout: {type: uniform, low: 0.1, high: 0.4}, "
+        "train.blank_penalty: {type: loguniform, low: 0.01, high: 1.0}}",
+    ])
+    assert run_extract(cfg, echo=lambda _: None).ok == 84
+    lines: list[str] = []
+    outcome = run_tune(cfg, echo=lines.append)
+    return cfg, outcome, "\n".join(lines)
+
+
+def test_every_trial_is_a_child_run_with_params_and_metrics(tuned: tuple, mlflow_server: str) -> None:
+    cfg, outcome, log = tuned
+    assert len(outcome.rows) == 4
+    assert sorted(r.status for r in outcome.rows).count("failed") == 2
+    assert "tune: t1 finished" in log and "rank" in log and "started" in log
+    exp = _api(mlflow_server, "experiments/get-by-name?experiment_name=tune-test")["experiment"]
+    runs = _api(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+    parent = [r for r in runs if r["info"]["run_id"] == outcome.parent_run_id]
+    assert parent and parent[0]["info"]["status"] == "FINISHED"
+    children = [r for r in runs if {t["key"]: t["value"] for t in r["data"].get("tags", [])}.get(
+        "mlflow.parentRunId") == outcome.parent_run_id]
+    assert len(children) == 4
+    for child in children:
+        tags = {t["key"]: t["value"] for t in child["data"]["tags"]}
+        params = {p["key"]: p["value"] for p in child["data"].get("params", [])}
+        assert "tuned.model.hidden_size" in params and "tuned.train.blank_penalty" in params
+        metrics = {m["key"] for m in child["data"].get("metrics", [])}
+        if params["tuned.model.hidden_size"] == "-1":
+            assert tags["asl_ray.status"] == "failed" and child["info"]["status"] == "FAILED"
+            assert "hidden_size" in tags["asl_ray.error"]
+        else:
+            assert tags["asl_ray.status"] in ("completed", "stopped early")
+            assert {"val_top1", "val_top5", "val_loss", "val_blank_ratio"} <= metrics
+
+
+def test_best_config_retrains_as_is(tuned: tuple) -> None:
+    _, outcome, _ = tuned
+    assert outcome.best is not None and outcome.best.overrides["model.hidden_size"] == 16
+    best = load_config(outcome.best_config)
+    assert best.model.hidden_size == 16
+    assert best.tune.search_space == {}
+
+
+def test_interrupted_tune_resumes(tuned: tuple) -> None:
+    """--resume continues the named tune; a finished one has nothing left to run."""
+    cfg, first, _ = tuned
+    lines: list[str] = []
+    again = run_tune(cfg, resume=True, echo=lines.append)
+    assert {r.trial_id for r in again.rows} == {r.trial_id for r in first.rows}
+    assert not any("started" in line for line in lines)
+
+
+def test_experiment_page_lists_trials_in_chromium(tuned: tuple, mlflow_server: str) -> None:
+    """Open the experiment's runs page in headless Chromium, expand the tune's
+    parent run and find every trial listed; save a screenshot."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium/chromedriver are not installed (.ci/run installs them)")
+        pytest.skip("chromium not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _, outcome, _ = tuned
+    exp = _api(mlflow_server, "experiments/get-by-name?experiment_name=tune-test")["experiment"]
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1600,1000"):
+        opts.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(driver), options=opts)
+    try:
+        browser.get(f"{mlflow_server}/#/experiments/{exp['experiment_id']}/runs")
+        expander = "button[data-component-id*='runnamecellrenderer']"
+        WebDriverWait(browser, 90).until(lambda b: b.find_elements(By.CSS_SELECTOR, expander))
+        # The trials are nested under the tune's parent run: expand it.
+        browser.find_element(By.CSS_SELECTOR, expander).click()
+        trial_names = [f"trial-{r.trial_id}" for r in outcome.rows]
+        shot = ROOT / "runs" / "screenshots" / "mlflow_tune_trials.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            WebDriverWait(browser, 60).until(lambda b: all(n in b.page_source for n in trial_names))
+        finally:
+            browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 20_000
+    finally:
+        browser.quit()
