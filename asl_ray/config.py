@@ -63,6 +63,9 @@ class ExtractConfig(_Section):
     output_dir: str = Field("runs/features", description="feature dataset folder (local path or URI)")
     num_actors: int = Field(2, gt=0, description="extractor actors, each holding one MediaPipe graph")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per actor")
+    actor_resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources per actor, e.g. {extract: 1} to pin to CPU workers"
+    )
     videos_per_file: int = Field(4, gt=0, description="videos per Parquet file (the unit of resume)")
     frame_stride: int = Field(1, gt=0, description="use every Nth frame")
     max_frame_size: int | None = Field(None, gt=0, description="downscale frames whose long side is larger")

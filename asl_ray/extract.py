@@ -145,6 +145,12 @@ def _quiet_native_logs() -> None:
     os.close(fd)
 
 
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else os.uname().nodename
+
+
 class ExtractActor:
     """Ray Data actor: one processor (one MediaPipe graph) for many batches."""
 
@@ -162,7 +168,7 @@ class ExtractActor:
             "error": [r["error"] for r in rows],
             "num_frames": pa.array([r["num_frames"] for r in rows], pa.int64()),
             "mediapipe_seconds": pa.array([r["mediapipe_seconds"] for r in rows], pa.float64()),
-            "node": [os.uname().nodename] * len(rows),
+            "node": [_node_id()] * len(rows),
             "pid": [os.getpid()] * len(rows),
             # ru_maxrss is in KiB on Linux: this worker's peak memory so far.
             "max_rss_mb": [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024] * len(rows),
@@ -271,6 +277,7 @@ def run_extract(cfg: Config, echo: Callable[[str], None] = print) -> ExtractSumm
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=s.num_actors),
         num_cpus=s.cpus_per_actor,
+        resources=s.actor_resources or None,
     )
     echo(f"extract: {len(todo)} videos to do, {skipped} already done; {s.num_actors} actors -> {out_dir}")
     t0 = time.perf_counter()
@@ -296,6 +303,8 @@ def run_extract(cfg: Config, echo: Callable[[str], None] = print) -> ExtractSumm
             echo(f"extract: {summary.processed}/{len(todo)} videos ({summary.ok} ok, {summary.failed} failed), "
                  f"{summary.frames_per_second:.1f} frames/s, ETA {eta:.0f}s")
     summary.seconds = time.perf_counter() - t0
+    if len(summary.nodes) > 1:
+        echo("extract: videos per node: " + ", ".join(f"{n[:12]} {c}" for n, c in summary.nodes.items()))
     for vid, reason in summary.failures:
         echo(f"extract: failed {vid}: {reason}")
     echo(summary.line())

@@ -9,6 +9,7 @@ report and checkpoint, a plain script can ignore it.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,9 +138,11 @@ def fit(
         limit = plan[epoch]
         stage = [s for s in train_samples if s.label <= limit]
         loader = train_loader(stage, epoch)
+        t0 = time.perf_counter()
         metrics = {f"train_{k}": v for k, v in train_epoch(
             state.model, loader, state.optimizer, num_classes, cfg.blank_penalty, cfg.grad_clip, device, amp
         ).items()}
+        metrics["train_seconds"] = time.perf_counter() - t0
         if val_loader is not None:
             val, _ = evaluate(state.model, val_loader, num_classes, cfg.blank_penalty, device)
             metrics.update({f"val_{k}": v for k, v in val.items()})

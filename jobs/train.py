@@ -8,8 +8,13 @@ locally joins it instead of starting a local Ray.
 """
 
 import sys
+from pathlib import Path
 
-from asl_ray.cli import main
+# Run the code that came with the job's working directory, not whatever
+# asl_ray the cluster's Python happens to have installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from asl_ray.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,0 +1,235 @@
+"""A real Ray cluster on this machine: `ray start --head` on loopback plus a
+second node, `ray job submit` of the jobs/ entry points, and fault tests.
+
+Teardown stops only the processes of the cluster this module started (found by
+its own --temp-dir), never another Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from asl_ray.checkpoint import latest_checkpoint
+from asl_ray.config import load_config
+from asl_ray.extract import read_features, run_extract
+from tests.conftest import ROOT, require_shared
+
+pytestmark = pytest.mark.integration
+RAY = str(Path(sys.executable).with_name("ray"))
+REAL_IDS = ["00623", "00624", "00626", "00627", "00628", "00629", "00631", "00632"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _our_pids(temp_dir: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if temp_dir in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, str]]:
+    """Head (1 CPU) + a second node (1 CPU) on loopback, auth off for `ray job`."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    port, dash = _free_port(), _free_port()
+    head = subprocess.run(
+        [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dash}", "--num-cpus=1", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert head.returncode == 0, head.stdout + head.stderr
+    gcs = f"127.0.0.1:{port}"
+    second = subprocess.run(
+        [RAY, "start", f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+         "--resources={\"extract\": 4}", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert second.returncode == 0, second.stdout + second.stderr
+    old_auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(address=gcs)
+    deadline = time.time() + 60
+    while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+    try:
+        yield {"gcs": gcs, "dashboard": f"http://127.0.0.1:{dash}", "temp_dir": temp_dir}
+    finally:
+        ray.shutdown()
+        for pid in _our_pids(temp_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        time.sleep(2)
+        for pid in _our_pids(temp_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if old_auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = old_auth
+
+
+def _video_folder(tmp: Path, ids: list[str]) -> Path:
+    videos = require_shared("wlasl100", "videos")
+    folder = tmp / "videos"
+    folder.mkdir(parents=True, exist_ok=True)
+    for vid in ids:
+        (folder / f"{vid}.mp4").symlink_to(videos / f"{vid}.mp4")
+    return folder
+
+
+def _submit(cluster: dict[str, str], *args: str, timeout: int = 400) -> str:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(
+        [RAY, "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(ROOT), "--", "python", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "' succeeded" in out, out[-4000:]
+    return out
+
+
+def test_ray_job_submit_extract_then_train(cluster: dict[str, str], tmp_path: Path) -> None:
+    folder = _video_folder(tmp_path, REAL_IDS[:3])
+    out = tmp_path / "features"
+    log = _submit(cluster, "jobs/extract.py", "-c", "configs/wlasl100.yaml", "--set", "data.source=folder",
+                  "--set", f"data.videos_dir={folder}", "--set", f"extract.output_dir={out}")
+    assert "3 ok, 0 failed" in log
+    table = read_features(str(out))
+    assert sorted(table.column("video_id").to_pylist()) == sorted(REAL_IDS[:3])
+
+    asl = require_shared("asl-signs")
+    feats = tmp_path / "asl_features"
+    _submit(cluster, "jobs/extract.py", "-c", "configs/asl_signs.yaml", "--set", f"data.asl_signs_dir={asl}",
+            "--set", f"extract.output_dir={feats}")
+    runs = tmp_path / "runs"
+    log = _submit(cluster, "jobs/train.py", "-c", "configs/asl_signs.yaml", "--set", f"data.asl_signs_dir={asl}",
+                  "--set", f"extract.output_dir={feats}", "--set", f"train.run_dir={runs}",
+                  "--set", "train.epochs=3", "--set", "train.name=job")
+    assert "train: job done, 3 epochs" in log
+    assert latest_checkpoint(runs / "job") is not None
+
+
+def test_extraction_spreads_over_both_nodes(cluster: dict[str, str], tmp_path: Path) -> None:
+    folder = _video_folder(tmp_path, REAL_IDS[:6])
+    cfg = load_config(ROOT / "configs/wlasl100.yaml", [
+        "data.source=folder", f"data.videos_dir={folder}", f"extract.output_dir={tmp_path / 'f'}",
+        "extract.videos_per_file=1", "extract.num_actors=2"])
+    lines: list[str] = []
+    summary = run_extract(cfg, echo=lines.append)
+    assert summary.ok == 6
+    # One CPU per node and one CPU per actor: the two actors must sit on two nodes.
+    assert len(summary.nodes) == 2, summary.nodes
+    assert any("videos per node" in line for line in lines)
+
+
+def test_two_training_workers_across_two_nodes(cluster: dict[str, str], tmp_path: Path) -> None:
+    from ray.util.state import list_actors
+
+    from asl_ray.trainer import run_training
+
+    feats = _asl_features(tmp_path)
+    cfg = load_config(ROOT / "configs/asl_signs.yaml", [
+        f"extract.output_dir={feats}", f"train.run_dir={tmp_path / 'runs'}", "train.name=two-nodes",
+        "train.num_workers=2", "train.epochs=2", "tracking.enabled=false"])
+    outcome = run_training(cfg, echo=lambda _: None)
+    assert len(outcome.history) == 2
+    workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True)
+               if a.get("ray_namespace") is not None]
+    nodes = {a["node_id"] for a in workers}
+    assert len(nodes) == 2, nodes
+
+
+def _asl_features(tmp_path: Path) -> Path:
+    asl = require_shared("asl-signs")
+    feats = tmp_path / "asl_features"
+    cfg = load_config(ROOT / "configs/asl_signs.yaml", [f"data.asl_signs_dir={asl}", f"extract.output_dir={feats}"])
+    assert run_extract(cfg, echo=lambda _: None).ok == 84
+    return feats
+
+
+def _kill_when(cond, class_name: str, killed: list[int], timeout: float = 180) -> threading.Thread:  # type: ignore[no-untyped-def]
+    """Background thread: once ``cond()`` holds, SIGKILL one live actor process of ``class_name``."""
+    from ray.util.state import list_actors
+
+    def run() -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not cond():
+            time.sleep(0.2)
+        for actor in list_actors(filters=[("state", "=", "ALIVE")], detail=True):
+            if class_name in actor["class_name"] and actor.get("pid"):
+                os.kill(actor["pid"], signal.SIGKILL)
+                killed.append(actor["pid"])
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_killed_extraction_worker_loses_nothing(cluster: dict[str, str], tmp_path: Path) -> None:
+    folder = _video_folder(tmp_path, REAL_IDS)
+    out = tmp_path / "f"
+    cfg = load_config(ROOT / "configs/wlasl100.yaml", [
+        "data.source=folder", f"data.videos_dir={folder}", f"extract.output_dir={out}",
+        "extract.videos_per_file=1", "extract.num_actors=2"])
+    killed: list[int] = []
+    thread = _kill_when(lambda: len(list(out.glob("*.parquet"))) >= 2, "ExtractActor", killed)
+    summary = run_extract(cfg, echo=lambda _: None)
+    thread.join(timeout=5)
+    assert killed, "no extraction worker was killed"
+    ids = [v for f in out.glob("*.parquet") for v in pq.read_table(f).column("video_id").to_pylist()]
+    assert Counter(ids) == Counter(REAL_IDS)  # every video exactly once
+    assert summary.ok == len(REAL_IDS)
+
+
+def test_killed_training_worker_resumes_from_checkpoint(cluster: dict[str, str], tmp_path: Path) -> None:
+    from asl_ray.trainer import run_training
+
+    feats = _asl_features(tmp_path)
+    run = tmp_path / "runs" / "fault"
+    cfg = load_config(ROOT / "configs/asl_signs.yaml", [
+        f"extract.output_dir={feats}", f"train.run_dir={tmp_path / 'runs'}", "train.name=fault",
+        "train.num_workers=2", "train.epochs=6", "train.max_failures=2", "tracking.enabled=false"])
+    killed: list[int] = []
+    done = lambda: len([p for p in run.glob("checkpoint_*") if p.is_dir()]) >= 2  # noqa: E731
+    thread = _kill_when(done, "RayTrainWorker", killed)
+    outcome = run_training(cfg, echo=lambda _: None)
+    thread.join(timeout=5)
+    assert killed, "no training worker was killed"
+    latest = latest_checkpoint(run)
+    assert latest is not None
+    history = json.loads((latest / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert len(outcome.history) == 6
