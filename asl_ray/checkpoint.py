@@ -31,7 +31,7 @@ def build_model(cfg: Config, num_classes: int) -> SignModel:
     m = cfg.model
     return SignModel(
         input_size(cfg.features.inputs), num_classes + 1, m.hidden_size, m.num_layers, m.dropout,
-        m.bidirectional, m.encoder, m.attention_heads, cfg.features.max_frames, m.packed,
+        m.bidirectional, m.encoder, m.attention_heads, cfg.features.max_frames, m.lstm_mode,
     )
 
 
@@ -85,10 +85,22 @@ def latest_checkpoint(run_path: Path) -> Path | None:
     return best[1] if best else None
 
 
-def load_checkpoint(folder: Path | str, with_state: bool = False) -> LoadedCheckpoint:
+def resolve_checkpoint(folder: Path | str) -> Path:
+    """A checkpoint folder, or a run folder: its best checkpoint, else its latest."""
     folder = Path(folder)
-    if not (folder / "model.pt").is_file():
-        raise UserError(f"{folder}: not a checkpoint folder (no model.pt)")
+    if (folder / "model.pt").is_file():
+        return folder
+    best = folder / "best_checkpoint.txt"
+    if best.is_file() and (Path(best.read_text().strip()) / "model.pt").is_file():
+        return Path(best.read_text().strip())
+    latest = latest_checkpoint(folder)
+    if latest is None:
+        raise UserError(f"{folder}: neither a checkpoint folder (no model.pt) nor a run folder with checkpoints")
+    return latest
+
+
+def load_checkpoint(folder: Path | str, with_state: bool = False) -> LoadedCheckpoint:
+    folder = resolve_checkpoint(folder)
     cfg = load_config(folder / "config.yaml")
     vocab = Vocabulary.load(folder / "vocab.json")
     model = build_model(cfg, vocab.num_glosses)

@@ -156,7 +156,8 @@ def ui(cfg: Config, port: int, host: str, print_only: bool) -> None:
 
 def _checkpoint_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, file_okay=False),
-                        required=True, help="A checkpoint folder (holds model.pt, vocab.json, config.yaml).")(fn)
+                        required=True, help="A checkpoint folder (model.pt, vocab.json, config.yaml), or a "
+                        "run folder: its best checkpoint.")(fn)
 
 
 @main.command(epilog=EPILOG)
@@ -184,7 +185,10 @@ def evaluate(checkpoint: Path, split: str, features_dir: str | None, out: Path |
         click.echo(f"{gloss:<16} {count:>3} {acc:>6.0%}  {confused}")
     if len(ev.per_class) > show:
         click.echo(f"... {len(ev.per_class) - show} more glosses in per_class.csv")
-    out = out or checkpoint.parent / f"eval-{checkpoint.name}-{split}"
+    from asl_ray.checkpoint import resolve_checkpoint
+
+    resolved = resolve_checkpoint(checkpoint)
+    out = out or resolved.parent / f"eval-{resolved.name}-{split}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "per_class.csv").write_text("gloss,samples,top1,most_confused_with\n" + "".join(
         f"{g},{c},{a:.4f},{x}\n" for g, c, a, x in ev.per_class))

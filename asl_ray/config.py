@@ -100,7 +100,9 @@ class ModelConfig(_Section):
     dropout: float = Field(0.3, ge=0, lt=1)
     bidirectional: bool = True
     attention_heads: int = Field(4, gt=0, description="attention encoder only; must divide hidden_size")
-    packed: bool = Field(True, description="LSTM on packed sequences (padding costs no compute)")
+    lstm_mode: Literal["masked", "packed", "padded"] = Field(
+        "masked", description="how the BiLSTM keeps padding out: masked (exact, fast), packed (exact), padded (inexact)"
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelConfig:

@@ -2,9 +2,19 @@
 
     frames (B, T, F) -> input projection -> encoder -> linear CTC head (B, T, V+1)
 
-The LSTM encoder runs on packed sequences, so padding costs no compute and
-never leaks into the backward direction. The attention encoder is a small
-Transformer encoder with a key-padding mask and learned positions.
+A bidirectional LSTM over a padded batch must not let the backward direction
+read the padding of shorter sequences first. ``lstm_mode`` chooses how:
+
+* ``masked`` (default): each direction is its own LSTM over the padded batch;
+  the backward one runs on every sequence reversed *within its length*
+  (padding stays at the end), so results are exact and the fast padded
+  kernels are used. On this project's CPU benchmark it is the fastest exact
+  mode (see benchmarks/train_speed.py).
+* ``packed``: PyTorch ``PackedSequence``: exact, the usual choice with cuDNN.
+* ``padded``: plain padded batch, inexact; kept only as a benchmark baseline.
+
+The attention encoder is a small Transformer encoder with a key-padding mask
+and learned positions.
 """
 
 from __future__ import annotations
@@ -28,15 +38,25 @@ class SignModel(nn.Module):
         encoder: Literal["lstm", "attention"] = "lstm",
         attention_heads: int = 4,
         max_frames: int = 512,
-        packed: bool = True,
+        lstm_mode: Literal["masked", "packed", "padded"] = "masked",
     ) -> None:
         super().__init__()
         self.encoder_kind = encoder
-        self.packed = packed
+        self.lstm_mode = lstm_mode
+        self.bidirectional = bidirectional
         self.proj = nn.Sequential(
             nn.Linear(input_size, hidden_size), nn.LayerNorm(hidden_size), nn.GELU(), nn.Dropout(dropout)
         )
-        if encoder == "lstm":
+        if encoder == "lstm" and lstm_mode == "masked":
+            directions = 2 if bidirectional else 1
+            self.layers = nn.ModuleList(
+                nn.ModuleList(nn.LSTM(hidden_size * (directions if i else 1), hidden_size, batch_first=True)
+                              for _ in range(directions))
+                for i in range(num_layers)
+            )
+            self.between = nn.Dropout(dropout)
+            out = hidden_size * directions
+        elif encoder == "lstm":
             self.lstm = nn.LSTM(
                 hidden_size, hidden_size, num_layers=num_layers, batch_first=True,
                 bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0,
@@ -52,10 +72,24 @@ class SignModel(nn.Module):
             out = hidden_size
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(out, num_classes))
 
+    def _masked_lstm(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            assert isinstance(layer, nn.ModuleList)
+            if i:
+                h = self.between(h)
+            outs = [layer[0](h)[0]]
+            if self.bidirectional:
+                back = layer[1](reverse_within_lengths(h, lengths))[0]
+                outs.append(reverse_within_lengths(back, lengths))
+            h = torch.cat(outs, dim=-1)
+        return h
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Log-probabilities (B, T, V+1); frames past a sequence's length are padding."""
         h = self.proj(x)
-        if self.encoder_kind == "lstm" and self.packed:
+        if self.encoder_kind == "lstm" and self.lstm_mode == "masked":
+            h = self._masked_lstm(h, lengths)
+        elif self.encoder_kind == "lstm" and self.lstm_mode == "packed":
             packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, _ = self.lstm(packed)
             h, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
@@ -68,6 +102,15 @@ class SignModel(nn.Module):
             pad = torch.arange(t, device=h.device)[None, :] >= lengths.to(h.device)[:, None]
             h = self.attn(h + self.pos[:, :t], src_key_padding_mask=pad)
         return torch.log_softmax(self.head(h), dim=-1)
+
+
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence's first ``length`` frames; padding stays in place."""
+    t = x.shape[1]
+    idx = torch.arange(t, device=x.device)[None, :].expand(x.shape[0], t)
+    n = lengths.to(x.device)[:, None]
+    rev = torch.where(idx < n, n - 1 - idx, idx)
+    return x.gather(1, rev[..., None].expand_as(x))
 
 
 def count_parameters(model: nn.Module) -> int:

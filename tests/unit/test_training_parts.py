@@ -56,16 +56,27 @@ def test_augment_changes_length_and_values_but_stays_finite() -> None:
 
 def test_model_lengths_mask_padding() -> None:
     torch.manual_seed(0)
-    model = SignModel(10, 5, hidden_size=16, num_layers=1, dropout=0.0).eval()
     x = torch.randn(2, 7, 10)
     lengths = torch.tensor([7, 4])
-    out = model(x, lengths)
-    assert out.shape == (2, 7, 5)
-    alone = model(x[1:, :4], torch.tensor([4]))
-    torch.testing.assert_close(out[1, :4], alone[0], atol=1e-5, rtol=1e-5)  # padding never leaks in
+    for mode in ("masked", "packed"):
+        model = SignModel(10, 5, hidden_size=16, num_layers=2, dropout=0.0, lstm_mode=mode).eval()
+        out = model(x, lengths)
+        assert out.shape == (2, 7, 5)
+        alone = model(x[1:, :4], torch.tensor([4]))
+        torch.testing.assert_close(out[1, :4], alone[0], atol=1e-5, rtol=1e-5)  # padding never leaks in
+    padded = SignModel(10, 5, hidden_size=16, num_layers=1, dropout=0.0, lstm_mode="padded").eval()
+    assert not torch.allclose(padded(x, lengths)[1, :4], padded(x[1:, :4], torch.tensor([4]))[0], atol=1e-4)
     attn = SignModel(10, 5, hidden_size=16, num_layers=1, dropout=0.0, encoder="attention").eval()
     torch.testing.assert_close(attn(x, lengths)[1, :4], attn(x[1:, :4], torch.tensor([4]))[0], atol=1e-5, rtol=1e-5)
     assert count_parameters(model) > 0
+
+
+def test_reverse_within_lengths() -> None:
+    from asl_ray.model import reverse_within_lengths
+
+    x = torch.arange(10.0).reshape(2, 5, 1)
+    out = reverse_within_lengths(x, torch.tensor([5, 3]))
+    assert out[..., 0].tolist() == [[4, 3, 2, 1, 0], [7, 6, 5, 8, 9]]
 
 
 def test_blank_penalty_raises_the_loss_of_a_blank_model() -> None:
