@@ -15,6 +15,7 @@ from asl_ray.errors import UserError
 
 EPILOG = """\b
 Examples:
+  $ asl-ray run -c configs/quickstart.yaml
   $ asl-ray manifest -c configs/wlasl100.yaml
   $ asl-ray manifest -c configs/wlasl100.yaml --set data.top_k_glosses=10
   $ asl-ray manifest -c configs/asl_signs.yaml
@@ -26,8 +27,9 @@ Examples:
   $ asl-ray tune -c configs/tune.yaml
   $ asl-ray tune -c configs/tune.yaml --set tune.name=tune-1 --resume
   $ asl-ray ui -c configs/tune.yaml
-  $ asl-ray evaluate --checkpoint runs/.../checkpoint_000009 --split val
-  $ asl-ray predict --checkpoint runs/.../checkpoint_000009 ../shared/data/wlasl100/videos/00623.mp4
+  $ asl-ray evaluate --checkpoint runs/wlasl100/top10 --split val
+  $ asl-ray predict --checkpoint runs/wlasl100/top10 ../shared/data/wlasl100/videos/00623.mp4
+  $ asl-ray show ../shared/data/wlasl100/videos/00623.mp4 -o runs/00623.png
 """
 
 
@@ -92,6 +94,19 @@ def manifest(cfg: Config, show_missing: int, missing_out: Path | None) -> None:
 
 @main.command(epilog=EPILOG)
 @config_options
+def run(cfg: Config) -> None:
+    """The whole pipeline: extract, train, a small tune, evaluate; ends with a summary.
+
+    Uses real videos when the configured dataset is on disk, otherwise a small,
+    clearly labelled synthetic landmark dataset (from features on).
+    """
+    from asl_ray.pipeline import run_pipeline
+
+    run_pipeline(cfg, echo=click.echo)
+
+
+@main.command(epilog=EPILOG)
+@config_options
 def extract(cfg: Config) -> None:
     """Extract landmarks and features of every pending video into the Parquet dataset.
 
@@ -152,6 +167,24 @@ def ui(cfg: Config, port: int, host: str, print_only: bool) -> None:
         click.echo(shlex.join(["mlflow", *cmd[3:]]))
         return
     raise SystemExit(subprocess.call(cmd))
+
+
+@main.command(epilog=EPILOG)
+@click.argument("video", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
+              help="PNG to write (default: <video name>_landmarks.png in the current folder).")
+@click.option("--frames", default=8, show_default=True, help="How many evenly spaced frames to draw.")
+def show(video: Path, out: Path | None, frames: int) -> None:
+    """Draw what MediaPipe found (pose, both hands) over frames of VIDEO into a PNG contact sheet."""
+    from asl_ray.landmarks import ExtractionError
+    from asl_ray.show import contact_sheet
+
+    try:
+        png, presence = contact_sheet(video, out or Path(f"{video.stem}_landmarks.png"), frames)
+    except ExtractionError as exc:
+        raise UserError(f"{video}: {exc}") from None
+    click.echo(f"wrote {png}: pose in {presence['pose']:.0%} of frames, left hand {presence['left']:.0%}, "
+               f"right hand {presence['right']:.0%}")
 
 
 def _checkpoint_option(fn: Callable[..., Any]) -> Callable[..., Any]:

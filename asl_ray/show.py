@@ -1,0 +1,72 @@
+"""``asl-ray show``: what MediaPipe found in a video, as a PNG contact sheet.
+
+A few evenly spaced frames, each with the pose (upper body) and both hands
+drawn over it, the signer's left hand in orange and right hand in blue, and a
+note on every frame where a hand was not found, so a user can see at a glance
+whether the landmarks behind their features are any good.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+HAND_EDGES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
+              (11, 12), (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (17, 18), (18, 19), (19, 20), (0, 17)]
+POSE_EDGES = [(11, 12), (11, 13), (13, 15), (12, 14), (14, 16), (11, 23), (12, 24), (23, 24), (0, 11), (0, 12)]
+UPPER_BODY = 25  # pose points 0-24: face, arms, hips; the legs are rarely in sign videos
+COLOURS = {"pose": "#2ca02c", "left": "#ff7f0e", "right": "#1f77b4"}
+
+
+def contact_sheet(video: Path, out: Path, frames: int = 8, columns: int = 4) -> tuple[Path, dict[str, float]]:
+    """Draw the landmarks of ``frames`` evenly spaced frames; returns the PNG and hand-presence rates."""
+    from asl_ray.landmarks import LandmarkExtractor
+
+    ext = LandmarkExtractor()
+    lm = ext.extract(video)
+    picks = np.unique(np.linspace(0, lm.num_frames - 1, min(frames, lm.num_frames)).round().astype(int))
+    images = {i: rgb for i, rgb in enumerate(ext.frames(video)) if i in set(picks.tolist())}
+    ext.close()
+    rows = -(-len(picks) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), picks, strict=False):
+        h, w = images[int(i)].shape[:2]
+        ax.imshow(images[int(i)])
+        _draw(ax, lm.pose[i, :UPPER_BODY, :2], POSE_EDGES, COLOURS["pose"])
+        missing = []
+        for side, hand in (("left", lm.left[i]), ("right", lm.right[i])):
+            if np.isfinite(hand).all():
+                _draw(ax, hand[:, :2], HAND_EDGES, COLOURS[side])
+            else:
+                missing.append(side)
+        note = f"frame {i + 1}" + (f" - no {' / '.join(missing)} hand" if missing else "")
+        ax.set_title(note, fontsize=9, color="#b00" if missing else "black")
+        ax.set_xlim(0, w)  # points MediaPipe places outside the image stay out of the picture
+        ax.set_ylim(h, 0)
+    presence = {
+        "pose": float(np.isfinite(lm.pose[..., 0]).all(1).mean()),
+        "left": float(np.isfinite(lm.left[..., 0]).all(1).mean()),
+        "right": float(np.isfinite(lm.right[..., 0]).all(1).mean()),
+    }
+    fig.suptitle(f"{video.name}: {lm.num_frames} frames; pose in {presence['pose']:.0%}, signer's left hand "
+                 f"(orange) in {presence['left']:.0%}, right hand (blue) in {presence['right']:.0%}", fontsize=11)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out, presence
+
+
+def _draw(ax: plt.Axes, pts: np.ndarray, edges: list[tuple[int, int]], colour: str) -> None:
+    for a, b in edges:
+        if np.isfinite(pts[[a, b]]).all():
+            ax.plot(pts[[a, b], 0], pts[[a, b], 1], "-", color=colour, lw=1.6)
+    ok = np.isfinite(pts).all(1)
+    ax.plot(pts[ok, 0], pts[ok, 1], "o", color=colour, ms=2.2)
