@@ -244,9 +244,10 @@ def pending_rows(cfg: Config) -> tuple[list[dict[str, Any]], int]:
     rows = table.to_pylist()
     done = completed_ids(cfg.extract.output_dir)
     todo = [r for r in rows if r["video_id"] not in done]
+    already = len(rows) - len(todo)
     if cfg.extract.limit is not None:
         todo = todo[: cfg.extract.limit]
-    return todo, len(rows) - len([r for r in rows if r["video_id"] not in done])
+    return todo, already
 
 
 def run_extract(cfg: Config, echo: Callable[[str], None] = print) -> ExtractSummary:

@@ -103,7 +103,7 @@ def _concurrency(cfg: Config) -> int:
     return max(1, int(res.get("CPU", 1) // (cfg.train.num_workers * cfg.train.cpus_per_worker)))
 
 
-def _progress_callback(echo: Any, total: int) -> Any:
+def _progress_callback(echo: Any, total: int, max_t: int) -> Any:
     from ray.tune import Callback
 
     class Progress(Callback):
@@ -112,24 +112,32 @@ def _progress_callback(echo: Any, total: int) -> Any:
         def __init__(self) -> None:
             self.running: set[str] = set()
             self.done = 0
+            self.stopped = 0
             self.failed = 0
+            self.epochs: dict[str, int] = {}
 
         def _state(self) -> str:
-            return f"[{len(self.running)} running, {self.done} done, {self.failed} failed, {total} planned]"
+            return (f"[{len(self.running)} running, {self.done} completed, {self.stopped} stopped early, "
+                    f"{self.failed} failed, {total} planned]")
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.running.add(trial.trial_id)
             echo(f"tune: trial {trial.trial_id} started {trial.config.get('overrides')} {self._state()}")
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            self.epochs[trial.trial_id] = int(result.get("training_iteration", 0))
             echo(f"tune: trial {trial.trial_id} epoch {result.get('epoch')}: val top1 "
                  f"{result.get('val_top1', float('nan')):.1%}, val loss {result.get('val_loss', float('nan')):.3f}, "
                  f"blank {result.get('val_blank_ratio', float('nan')):.2f}")
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.running.discard(trial.trial_id)
-            self.done += 1
-            echo(f"tune: trial {trial.trial_id} ended {self._state()}")
+            if self.epochs.get(trial.trial_id, 0) < max_t:
+                self.stopped += 1
+                echo(f"tune: trial {trial.trial_id} stopped early by ASHA {self._state()}")
+            else:
+                self.done += 1
+                echo(f"tune: trial {trial.trial_id} completed {self._state()}")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.running.discard(trial.trial_id)
@@ -180,6 +188,8 @@ def run_tune(cfg: Config, resume: bool = False, echo: Any = print) -> TuneOutcom
     concurrency = _concurrency(cfg)
     search_alg: Any = None
     if cfg.tune.searcher == "optuna":
+        if any(d.type == "grid" for d in cfg.tune.search_space.values()):
+            raise UserError("tune.searcher=optuna cannot sample grid domains: use choice instead")
         try:
             from ray.tune.search.optuna import OptunaSearch
         except ImportError:
@@ -204,7 +214,7 @@ def run_tune(cfg: Config, resume: bool = False, echo: Any = print) -> TuneOutcom
         "overrides": {k: to_tune_domain(d) for k, d in cfg.tune.search_space.items()},
         "parent_run_id": parent.run_id, "mlflow_uri": uri, "trials_dir": str(path / "trials"),
     }
-    progress = _progress_callback(echo, total)
+    progress = _progress_callback(echo, total, max_t)
     if resume:
         tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space,
                                    resume_unfinished=True, resume_errored=False, restart_errored=False)
@@ -278,7 +288,7 @@ def _finish(cfg: Config, name: str, path: Path, rows: list[TrialRow], parent: Ru
     best = max(scored, key=key) if scored else None
     per_vocab: dict[str, TrialRow] = {}
     for r in scored:
-        v = str(r.overrides.get("train.vocab_size", cfg.train.vocab_size))
+        v = str(r.overrides.get("train.vocab_size", cfg.train.vocab_size) or "all")
         if v not in per_vocab or key(r) > key(per_vocab[v]):
             per_vocab[v] = r
     best_config = None

@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from asl_ray.config import Config
+from asl_ray.errors import UserError
 
 
 def tracking_uri(cfg: Config) -> str:
     if cfg.tracking.uri:
         return cfg.tracking.uri
+    if "://" in cfg.train.run_dir:
+        raise UserError(f"train.run_dir={cfg.train.run_dir!r} is remote: set tracking.uri to an MLflow server "
+                        "(the default sqlite store lives on one machine), or tracking.enabled=false")
     root = Path(cfg.train.run_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
