@@ -28,7 +28,7 @@ from asl_ray.decode import collapse_warning
 from asl_ray.errors import UserError
 from asl_ray.extract import read_features
 from asl_ray.inputs import Standardizer
-from asl_ray.loop import FitState, fit, make_optimizer, make_scheduler
+from asl_ray.loop import FitState, fit, make_optimizer, make_scheduler, stage_plan
 from asl_ray.model import count_parameters
 from asl_ray.tracking import RunTracker, tracking_uri
 from asl_ray.vocab import Vocabulary
@@ -86,8 +86,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     model: torch.nn.Module = ray.train.torch.prepare_model(loaded.model if loaded else build_model(cfg, num_classes))
     optimizer = make_optimizer(model, cfg.train)
-    from asl_ray.loop import stage_plan
-
     total = len(stage_plan(cfg.train, num_classes))
     scheduler = make_scheduler(optimizer, cfg.train, total)
     state = FitState(model, optimizer, scheduler)
@@ -247,7 +245,7 @@ def finish_run(cfg: Config, name: str, result: Any, tracker: RunTracker, splits:
         curves = training_curves(history or loaded.history, run_dir / "training_curves.png")
         acc: MetricAccumulator | None = None
         if splits.val:
-            acc = _val_accumulator(loaded.model, loaded.standardizer, cfg, loaded.vocab)
+            acc = _val_accumulator(loaded.model, loaded.standardizer, cfg, loaded.vocab, splits)
         if acc is not None and loaded.vocab.num_glosses <= 100:
             conf = confusion_matrix(acc.confusion(), loaded.vocab.glosses, run_dir / "confusion_matrix.png",
                                     f"val confusion, best epoch {int(best_metrics.get('epoch', 0))}")
@@ -273,10 +271,12 @@ def _local_dir(checkpoint: Any) -> Path:
     return Path(checkpoint.to_directory())
 
 
-def _val_accumulator(model: torch.nn.Module, standardizer: Standardizer, cfg: Config, vocab: Vocabulary) -> Any:
+def _val_accumulator(model: torch.nn.Module, standardizer: Standardizer, cfg: Config, vocab: Vocabulary,
+                     splits: Splits) -> Any:
     from asl_ray.loop import evaluate
 
-    splits = load_data(cfg, vocab)
+    if splits.vocab != vocab:  # a resumed run keeps its checkpoint's vocabulary
+        splits = load_data(cfg, vocab)
     loader = DataLoader(SignDataset(splits.val, cfg.features, standardizer), batch_size=64, collate_fn=collate)
     _, acc = evaluate(model, loader, vocab.num_glosses, cfg.train.blank_penalty)
     return acc
