@@ -27,6 +27,15 @@ def tracking_uri(cfg: Config) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
+def artifact_location(cfg: Config, uri: str) -> str | None:
+    """Artifacts of the default sqlite store go under train.run_dir too (MLflow
+    would otherwise write them to ./mlruns of whatever folder the command ran in);
+    a tracking server keeps its own artifact root."""
+    if cfg.tracking.uri or not uri.startswith("sqlite:///"):
+        return None
+    return (Path(cfg.train.run_dir).resolve() / "mlartifacts").as_uri()
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in tree.items():
@@ -60,7 +69,8 @@ class RunTracker:
         # Tagged as model training, so the MLflow UI opens on the runs table
         # rather than its GenAI trace overview.
         exp_id = exp.experiment_id if exp else self.client.create_experiment(
-            cfg.tracking.experiment, tags={"mlflow.experimentKind": "custom_model_development"})
+            cfg.tracking.experiment, artifact_location=artifact_location(cfg, self.uri),
+            tags={"mlflow.experimentKind": "custom_model_development"})
         all_tags = {"mlflow.runName": run_name, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id

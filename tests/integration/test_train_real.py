@@ -64,6 +64,8 @@ def test_two_class_check_tracks_everything(asl_features: Path, tmp_path: Path) -
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"plots", "best_checkpoint"} <= arts
     assert "vocab.json" in {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "best_checkpoint")}
+    # Artifacts live under train.run_dir with the sqlite store, not in ./mlruns.
+    assert list((tmp_path / "mlartifacts").rglob("training_curves.png"))
 
     ev = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--split", "val"])
     assert ev.exit_code == 0, ev.output
