@@ -98,7 +98,11 @@ class SignDataset(Dataset):
         s = self.samples[i]
         if self.augment_cfg is None and i in self._cache:
             return self._cache[i]
-        lm = augment(s.landmarks, self.augment_cfg, self.rng) if self.augment_cfg else s.landmarks
+        lm = s.landmarks
+        if self.augment_cfg:
+            # A slower speed lengthens the sequence: cap it again, since the
+            # attention encoder has positions for max_frames only.
+            lm = resample(augment(lm, self.augment_cfg, self.rng), self.features.max_frames)
         x = build_inputs(lm, s.fps, self.features.inputs)
         if self.standardizer is not None:
             x = self.standardizer(x)

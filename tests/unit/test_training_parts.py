@@ -133,6 +133,16 @@ def test_loop_learns_a_toy_problem_and_checkpoint_roundtrips(tmp_path: Path) -> 
     assert m1 == m2 and ck.vocab == vocab
 
 
+def test_augmented_samples_stay_within_max_frames() -> None:
+    cfg = FeaturesConfig(max_frames=16)
+    samples = [Sample("a", "g", 1, _landmarks(0, t=16), 25.0)]
+    ds = SignDataset(samples, cfg, None, AugmentConfig(speed=(0.8, 0.8), frame_drop=0.0))
+    x, _ = ds[0]
+    assert x.shape[0] == 16  # slowed down to 20 frames, resampled back to 16
+    model = SignModel(x.shape[1], 3, hidden_size=16, num_layers=1, encoder="attention", max_frames=16)
+    assert model(x[None], torch.tensor([16])).shape == (1, 16, 3)
+
+
 def test_curriculum_plan_and_vocab() -> None:
     cfg = TrainConfig(epochs=4, curriculum=[2, 10, 50], curriculum_epochs=2)
     assert stage_plan(cfg, 20) == [2, 2, 10, 10, 20, 20, 20, 20]
