@@ -22,17 +22,14 @@ import numpy as np
 import pyarrow as pa
 
 from asl_ray.features import NUM_FEATURES, NUM_LANDMARKS
+from asl_ray.manifest import MANIFEST_SCHEMA
+
+# The sample's identity columns are the manifest's own, so the two never drift.
+_FROM_MANIFEST = ("video_id", "gloss", "label", "split", "signer_id", "source", "path", "fps")
 
 FEATURE_SCHEMA = pa.schema(
-    [
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("gloss", pa.string(), nullable=False),
-        pa.field("label", pa.int32(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("signer_id", pa.string()),
-        pa.field("source", pa.string()),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("fps", pa.float32()),
+    [MANIFEST_SCHEMA.field(name) for name in _FROM_MANIFEST]
+    + [
         pa.field("num_frames", pa.int32(), nullable=False),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
