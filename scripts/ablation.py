@@ -1,0 +1,126 @@
+"""WLASL100 ablation: each ingredient of the recipe switched on in turn.
+
+    python scripts/ablation.py run [--rows A,B] [--seeds 0] [--parallel 2]
+    python scripts/ablation.py table [--seeds 0,1,2]
+
+Every row is ``asl-ray train -c configs/wlasl100_attention.yaml`` with the
+row's ``--set`` overrides (so each row is a normal, resumable training run
+under ``--run-dir``, named ``<row>-s<seed>``). ``table`` reads the runs'
+histories and prints the README's markdown table: val top-1 / top-5 at the
+best val epoch (how the recipe picks its checkpoint) and at the last epoch
+(no selection at all). Train split for training, val for everything else.
+The features must already be extracted (``asl-ray extract -c
+configs/wlasl100_attention.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "wlasl100_attention.yaml"
+
+# Shorthands for the overrides the rows share.
+_LSTM = ["model.encoder=lstm", "model.num_layers=2"]
+_PHONO = ["features.inputs=[phono]"]
+_NO_AUG = ["train.augment.enabled=false"]
+_NO_PENALTY = ["train.blank_penalty=0"]
+
+# (name, what the row adds, overrides on top of configs/wlasl100_attention.yaml)
+ROWS: list[tuple[str, str, list[str]]] = [
+    ("lstm-phono", "BiLSTM 128x2 on the 36-D phonological features, no augmentation, no blank penalty",
+     _LSTM + _PHONO + _NO_AUG + _NO_PENALTY),
+    ("lstm-penalty", "+ blank penalty 0.1", _LSTM + _PHONO + _NO_AUG),
+    ("lstm-rich", "+ rich inputs (masks, wrist-relative hands, pose, velocities)", _LSTM + _NO_AUG),
+    ("lstm-aug", "+ augmentation (speed, frame drop, rotation, scale, shear, noise)", _LSTM),
+    ("attention", "attention encoder (3 layers) instead of the BiLSTM", []),
+    ("attn-no-aug", "attention, without augmentation", _NO_AUG),
+    ("attn-phono", "attention, phonological features only", _PHONO),
+    ("attn-smooth", "attention + label smoothing 0.1", ["train.label_smoothing=0.1"]),
+    ("attn-mirror", "attention + mirror augmentation (p=0.5)", ["train.augment.mirror=0.5"]),
+    ("attn-curriculum", "attention + vocabulary curriculum 10 -> 50 -> 100",
+     ["train.curriculum=[10,50]", "train.curriculum_epochs=5"]),
+]
+
+
+def _run(row: str, overrides: list[str], seed: int, run_dir: Path, features: str) -> int:
+    cmd = [sys.executable, "-m", "asl_ray.cli", "train", "-c", str(CONFIG),
+           "--set", f"train.run_dir={run_dir}", "--set", f"train.name={row}-s{seed}",
+           "--set", f"train.seed={seed}", "--set", f"extract.output_dir={features}"]
+    for o in overrides:
+        cmd += ["--set", o]
+    log = run_dir / f"{row}-s{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"start {row}-s{seed}: log {log}", flush=True)
+    with log.open("a") as fh:
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+    print(f"done  {row}-s{seed}: exit {rc}", flush=True)
+    return rc
+
+
+def _history(run_dir: Path, name: str) -> list[dict[str, float]] | None:
+    """History of the run's newest checkpoint (each checkpoint holds all epochs so far)."""
+    checkpoints = sorted((run_dir / name).glob("checkpoint_*/history.json"))
+    return json.loads(checkpoints[-1].read_text()) if checkpoints else None
+
+
+def _mean(xs: list[float]) -> str:
+    return f"{100 * sum(xs) / len(xs):.1f}"
+
+
+def table(run_dir: Path, seeds: list[int], epochs: int | None) -> str:
+    lines = ["| # | ingredient | seeds | val top-1 / top-5, best epoch | val top-1 / top-5, last epoch |",
+             "| --- | --- | --- | --- | --- |"]
+    for i, (row, what, _) in enumerate(ROWS, 1):
+        best1, best5, last1, last5, used = [], [], [], [], []
+        for seed in seeds:
+            hist = _history(run_dir, f"{row}-s{seed}")
+            if not hist or (epochs and len(hist) < epochs):
+                continue  # not run, or still running
+            best = max(hist, key=lambda h: h["val_top1"])
+            best1.append(best["val_top1"])
+            best5.append(best["val_top5"])
+            last1.append(hist[-1]["val_top1"])
+            last5.append(hist[-1]["val_top5"])
+            used.append(str(seed))
+        if used:
+            lines.append(f"| {i} | {what} | {','.join(used)} | {_mean(best1)} / {_mean(best5)} | "
+                         f"{_mean(last1)} / {_mean(last5)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=["run", "table", "list"])
+    p.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--parallel", type=int, default=2, help="training runs at once")
+    p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "ablation")
+    p.add_argument("--features", default=str(ROOT / "runs" / "wlasl100" / "features"))
+    p.add_argument("--epochs", type=int, default=None, help="table: only runs with this many epochs")
+    args = p.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = {r[0] for r in ROWS}
+    wanted = args.rows.split(",") if args.rows else [r[0] for r in ROWS]
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        p.error(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(sorted(names))}")
+    if args.action == "list":
+        for name, what, overrides in ROWS:
+            print(f"{name:16s} {what}\n{'':16s} --set {' --set '.join(overrides) or '(the config as is)'}")
+    elif args.action == "table":
+        print(table(args.run_dir.resolve(), seeds, args.epochs))
+    else:
+        jobs = [(r, o, s) for r, _, o in ROWS if r in wanted for s in seeds]
+        with ThreadPoolExecutor(args.parallel) as pool:
+            codes = list(pool.map(lambda j: _run(j[0], j[1], j[2], args.run_dir.resolve(), args.features), jobs))
+        sys.exit(max(codes, default=0))
+
+
+if __name__ == "__main__":
+    main()
