@@ -33,6 +33,15 @@ def mirror(landmarks: np.ndarray) -> np.ndarray:
     return out
 
 
+def change_speed(landmarks: np.ndarray, factor: float) -> np.ndarray:
+    """The sequence played ``factor`` times as fast: T / factor frames (nearest frame)."""
+    t = landmarks.shape[0]
+    if t <= 2 or factor == 1.0:
+        return landmarks
+    n = max(2, int(round(t / factor)))
+    return landmarks[np.clip(np.round(np.linspace(0, t - 1, n)).astype(int), 0, t - 1)]
+
+
 def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     rot = np.eye(3)
     for axis in range(3):
@@ -49,11 +58,8 @@ def augment(landmarks: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator)
     lm = np.asarray(landmarks, np.float32)
     if not cfg.enabled:
         return lm
-    t = lm.shape[0]
-    if cfg.speed is not None and t > 2:
-        s = rng.uniform(*cfg.speed)
-        n = max(2, int(round(t / s)))
-        lm = lm[np.clip(np.round(np.linspace(0, t - 1, n)).astype(int), 0, t - 1)]
+    if cfg.speed is not None:
+        lm = change_speed(lm, rng.uniform(*cfg.speed))
     if cfg.frame_drop > 0 and lm.shape[0] > 4:
         keep = np.asarray(rng.random(lm.shape[0]) >= cfg.frame_drop)
         if int(keep.sum()) >= lm.shape[0] // 2:

@@ -193,39 +193,61 @@ def _checkpoint_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         "run folder: its best checkpoint.")(fn)
 
 
+def _speeds(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return (1.0,)
+    try:
+        speeds = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated numbers, e.g. 0.9,1,1.1") from None
+    if any(not 0.25 <= v <= 4 for v in speeds):
+        raise click.BadParameter(f"{text!r}: speeds must lie between 0.25 and 4")
+    return speeds
+
+
 @main.command(epilog=EPILOG)
-@_checkpoint_option
+@click.option("--checkpoint", "checkpoints", multiple=True, required=True,
+              type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="A checkpoint folder (model.pt, vocab.json, config.yaml), or a run folder: its best "
+              "checkpoint. Give it several times to evaluate the ensemble (posteriors averaged).")
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
+@click.option("--tta-speeds", default=None, metavar="S1,S2,...",
+              help="Test-time augmentation: average over the sequence played at these speeds, e.g. 0.9,1,1.1.")
 @click.option("--features", "features_dir", default=None, help="Feature dataset (default: the run's own).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Folder for confusion_matrix.png and per_class.csv (default: next to the checkpoint).")
+              help="Folder for confusion_matrix.png and per_class.csv (default: next to the first checkpoint).")
 @click.option("--show", default=15, show_default=True, help="How many of the worst glosses to print.")
-def evaluate(checkpoint: Path, split: str, features_dir: str | None, out: Path | None, show: int) -> None:
-    """Top-1, top-5, mean per-class accuracy and a per-class table of a checkpoint."""
-    from asl_ray.checkpoint import load_checkpoint
-    from asl_ray.evaluation import evaluate_checkpoint
+def evaluate(checkpoints: tuple[Path, ...], split: str, tta_speeds: str | None, features_dir: str | None,
+             out: Path | None, show: int) -> None:
+    """Top-1, top-5, mean per-class accuracy and a per-class table of a checkpoint (or an ensemble)."""
+    from asl_ray.checkpoint import load_checkpoint, resolve_checkpoint
+    from asl_ray.evaluation import evaluate_checkpoint, evaluate_ensemble
     from asl_ray.plots import confusion_matrix
 
-    ck = load_checkpoint(checkpoint)
-    ev = evaluate_checkpoint(ck, split, features_dir)
+    speeds = _speeds(tta_speeds)
+    cks = [load_checkpoint(c) for c in checkpoints]
+    single = len(cks) == 1 and speeds == (1.0,)
+    ev = evaluate_checkpoint(cks[0], split, features_dir) if single else evaluate_ensemble(
+        cks, split, features_dir, speeds)
     m = ev.metrics
     n = int(ev.confusion.sum())
-    click.echo(f"{split}: {n} samples, {ck.vocab.num_glosses} glosses | top1 {m['top1']:.1%} top5 {m['top5']:.1%} "
-               f"mean per-class {m['mean_class_acc']:.1%} | greedy {m['greedy_acc']:.1%} "
-               f"blank ratio {m['blank_ratio']:.2f} loss {m['loss']:.3f}")
+    what = "" if single else f" | ensemble of {len(cks)} checkpoint(s) x {len(speeds)} speed(s)"
+    line = (f"{split}: {n} samples, {cks[0].vocab.num_glosses} glosses{what} | top1 {m['top1']:.1%} "
+            f"top5 {m['top5']:.1%} mean per-class {m['mean_class_acc']:.1%}")
+    if single:
+        line += f" | greedy {m['greedy_acc']:.1%} blank ratio {m['blank_ratio']:.2f} loss {m['loss']:.3f}"
+    click.echo(line)
     click.echo(f"{'gloss':<16} {'n':>3} {'top1':>6}  most confused with")
     for gloss, count, acc, confused in ev.per_class[:show]:
         click.echo(f"{gloss:<16} {count:>3} {acc:>6.0%}  {confused}")
     if len(ev.per_class) > show:
         click.echo(f"... {len(ev.per_class) - show} more glosses in per_class.csv")
-    from asl_ray.checkpoint import resolve_checkpoint
-
-    resolved = resolve_checkpoint(checkpoint)
-    out = out or resolved.parent / f"eval-{resolved.name}-{split}"
+    resolved = resolve_checkpoint(checkpoints[0])
+    out = out or resolved.parent / (f"eval-{resolved.name}-{split}" if single else f"eval-ensemble-{split}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "per_class.csv").write_text("gloss,samples,top1,most_confused_with\n" + "".join(
         f"{g},{c},{a:.4f},{x}\n" for g, c, a, x in ev.per_class))
-    png = confusion_matrix(ev.confusion, ck.vocab.glosses, out / "confusion_matrix.png", f"{split} confusion")
+    png = confusion_matrix(ev.confusion, cks[0].vocab.glosses, out / "confusion_matrix.png", f"{split} confusion")
     click.echo(f"wrote {out / 'per_class.csv'} and {png}")
 
 

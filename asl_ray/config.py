@@ -137,6 +137,9 @@ class TrainConfig(_Section):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     blank_penalty: float = Field(0.0, ge=0, description="weight of the mean blank probability in the loss")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="weight of the uniform target over the gloss posterior (isolated signs)"
+    )
     schedule: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(1, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)

@@ -26,9 +26,13 @@ import torch
 NEG_INF = -1e30
 
 
-def single_label_scores(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """log p([c] | x) for every class c ≥ 1: (B, V) from log-probs (B, T, V+1)."""
-    lp = log_probs.detach().float()
+def single_label_scores(log_probs: torch.Tensor, lengths: torch.Tensor, grad: bool = False) -> torch.Tensor:
+    """log p([c] | x) for every class c ≥ 1: (B, V) from log-probs (B, T, V+1).
+
+    Detached unless ``grad``: the training loss differentiates through it for
+    label smoothing (see losses.py); metrics only read it.
+    """
+    lp = log_probs.float() if grad else log_probs.detach().float()
     b, t_max, _ = lp.shape
     blank, labels = lp[..., 0], lp[..., 1:]
     a = torch.zeros(b, device=lp.device)
@@ -92,28 +96,32 @@ class MetricAccumulator:
     def compute(self) -> dict[str, float]:
         if not self.samples:
             return {}
-        scores = np.concatenate(self.scores)
-        y = np.concatenate(self.labels) - 1  # class ids 1..V -> 0..V-1
-        order = np.argsort(-scores, axis=1)
-        top1 = order[:, 0] == y
-        top5 = (order[:, :5] == y[:, None]).any(1)
-        per_class = [top1[y == c].mean() for c in np.unique(y)]
         return {
             "loss": self.loss_sum / self.samples,
-            "top1": float(top1.mean()),
-            "top5": float(top5.mean()),
-            "mean_class_acc": float(np.mean(per_class)),
+            **ranking_metrics(np.concatenate(self.scores), np.concatenate(self.labels)),
             "greedy_acc": self.greedy_hits / self.samples,
             "blank_ratio": self.blank / max(self.frames, 1),
         }
 
     def confusion(self) -> np.ndarray:
-        """(V, V) counts, rows = true gloss, columns = top-1 prediction."""
-        scores = np.concatenate(self.scores)
-        y = np.concatenate(self.labels) - 1
-        cm = np.zeros((self.num_classes, self.num_classes), np.int64)
-        np.add.at(cm, (y, scores.argmax(1)), 1)
-        return cm
+        return confusion(np.concatenate(self.scores), np.concatenate(self.labels), self.num_classes)
+
+
+def ranking_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """top-1, top-5 and mean per-class top-1 of (N, V) class scores; labels are ids 1..V."""
+    y = labels - 1  # class ids 1..V -> columns 0..V-1
+    order = np.argsort(-scores, axis=1)
+    top1 = order[:, 0] == y
+    top5 = (order[:, :5] == y[:, None]).any(1)
+    per_class = [top1[y == c].mean() for c in np.unique(y)]
+    return {"top1": float(top1.mean()), "top5": float(top5.mean()), "mean_class_acc": float(np.mean(per_class))}
+
+
+def confusion(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(V, V) counts, rows = true gloss, columns = top-1 prediction."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (labels - 1, scores.argmax(1)), 1)
+    return cm
 
 
 def collapse_warning(metrics: dict[str, float], num_classes: int) -> str | None:

@@ -1,17 +1,26 @@
-"""Evaluate a checkpoint on a split, and predict glosses for new videos. No Ray."""
+"""Evaluate checkpoints on a split, and predict glosses for new videos. No Ray.
+
+One checkpoint gives every metric of training (loss, greedy accuracy, blank
+ratio). Several checkpoints, or test-time speeds, are scored by their
+posterior over glosses (softmax of the exact single-gloss CTC scores, see
+decode.py), averaged over checkpoints and over the sequence played at each
+speed; the ranking metrics and the confusion matrix come from that average.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from asl_ray.augment import change_speed
 from asl_ray.checkpoint import LoadedCheckpoint
-from asl_ray.dataset import SignDataset, collate, load_splits
-from asl_ray.decode import MetricAccumulator, single_label_scores
+from asl_ray.dataset import Sample, SignDataset, collate, load_splits
+from asl_ray.decode import MetricAccumulator, confusion, ranking_metrics, single_label_scores
 from asl_ray.errors import UserError
 from asl_ray.extract import read_features
 from asl_ray.inputs import build_inputs, resample
@@ -26,18 +35,61 @@ class Evaluation:
     confusion: np.ndarray
 
 
-def evaluate_checkpoint(ck: LoadedCheckpoint, split: str, features_dir: str | None = None) -> Evaluation:
-    table = read_features(features_dir or ck.cfg.extract.output_dir)
+def _split_samples(ck: LoadedCheckpoint, table: object, split: str) -> list[Sample]:
     splits = load_splits(table, None, ck.cfg.features.max_frames, ck.vocab)
     samples = {"train": splits.train, "val": splits.val}.get(split)
     if samples is None:
         raise UserError(f"--split {split!r}: only 'train' and 'val' are available (nobody here has test)")
     if not samples:
         raise UserError(f"no {split} samples of the checkpoint's vocabulary in the feature dataset")
+    return samples
+
+
+def evaluate_checkpoint(ck: LoadedCheckpoint, split: str, features_dir: str | None = None) -> Evaluation:
+    samples = _split_samples(ck, read_features(features_dir or ck.cfg.extract.output_dir), split)
     loader = DataLoader(SignDataset(samples, ck.cfg.features, ck.standardizer), batch_size=64, collate_fn=collate)
-    metrics, acc = evaluate(ck.model, loader, ck.vocab.num_glosses, ck.cfg.train.blank_penalty)
+    metrics, acc = evaluate(ck.model, loader, ck.vocab.num_glosses, ck.cfg.train.blank_penalty, None,
+                            ck.cfg.train.label_smoothing)
     cm = acc.confusion()
     return Evaluation(split, metrics, per_class_table(cm, ck.vocab.glosses), cm)
+
+
+@torch.no_grad()
+def gloss_posteriors(ck: LoadedCheckpoint, samples: Sequence[Sample], speeds: Sequence[float] = (1.0,)
+                     ) -> np.ndarray:
+    """(N, V) posterior over glosses, averaged over the sequence played at each speed."""
+    ck.model.eval()
+    total = np.zeros((len(samples), ck.vocab.num_glosses))
+    for speed in speeds:
+        # Capped again at max_frames: the attention encoder has no positions beyond it.
+        views = [replace(s, landmarks=resample(change_speed(s.landmarks, speed), ck.cfg.features.max_frames))
+                 for s in samples]
+        ds = SignDataset(views, ck.cfg.features, ck.standardizer)
+        probs = []
+        for b in DataLoader(ds, batch_size=64, collate_fn=collate):
+            lp = ck.model(b["x"], b["lengths"])
+            probs.append(torch.softmax(single_label_scores(lp, b["lengths"]), 1).numpy())
+        total += np.concatenate(probs)
+    return total / len(speeds)
+
+
+def evaluate_ensemble(cks: Sequence[LoadedCheckpoint], split: str, features_dir: str | None = None,
+                      speeds: Sequence[float] = (1.0,)) -> Evaluation:
+    """Ranking metrics of the posterior averaged over checkpoints and test-time speeds."""
+    vocab = cks[0].vocab
+    if any(ck.vocab != vocab for ck in cks[1:]):
+        raise UserError("the checkpoints have different vocabularies: an ensemble needs the same glosses")
+    table = read_features(features_dir or cks[0].cfg.extract.output_dir)
+    probs: np.ndarray | None = None
+    for ck in cks:
+        samples = _split_samples(ck, table, split)
+        p = gloss_posteriors(ck, samples, speeds)
+        probs = p if probs is None else probs + p
+    assert probs is not None
+    labels = np.array([s.label for s in samples])
+    scores = np.log(probs / len(cks) + 1e-12)
+    cm = confusion(scores, labels, vocab.num_glosses)
+    return Evaluation(split, ranking_metrics(scores, labels), per_class_table(cm, vocab.glosses), cm)
 
 
 def per_class_table(cm: np.ndarray, names: tuple[str, ...]) -> list[tuple[str, int, float, str]]:

@@ -38,6 +38,7 @@ def train_epoch(
     grad_clip: float | None = None,
     device: torch.device | None = None,
     amp: bool = False,
+    label_smoothing: float = 0.0,
 ) -> dict[str, float]:
     device = device or torch.device("cpu")
     model.train()
@@ -47,7 +48,8 @@ def train_epoch(
         b = _to(raw, device)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             lp = model(b["x"], b["lengths"])
-        loss, _, _ = ctc_blank_loss(lp.float(), b["lengths"], b["targets"], b["target_lengths"], blank_penalty)
+        loss, _, _ = ctc_blank_loss(lp.float(), b["lengths"], b["targets"], b["target_lengths"], blank_penalty,
+                                    label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
@@ -66,6 +68,7 @@ def evaluate(
     num_classes: int,
     blank_penalty: float = 0.0,
     device: torch.device | None = None,
+    label_smoothing: float = 0.0,
 ) -> tuple[dict[str, float], MetricAccumulator]:
     device = device or torch.device("cpu")
     model.eval()
@@ -73,7 +76,8 @@ def evaluate(
     for raw in loader:
         b = _to(raw, device)
         lp = model(b["x"], b["lengths"]).float()
-        loss, _, _ = ctc_blank_loss(lp, b["lengths"], b["targets"], b["target_lengths"], blank_penalty)
+        loss, _, _ = ctc_blank_loss(lp, b["lengths"], b["targets"], b["target_lengths"], blank_penalty,
+                                    label_smoothing)
         acc.add(lp, b["lengths"], b["labels"], float(loss))
     return acc.compute(), acc
 
@@ -140,11 +144,12 @@ def fit(
         loader = train_loader(stage, epoch)
         t0 = time.perf_counter()
         metrics = {f"train_{k}": v for k, v in train_epoch(
-            state.model, loader, state.optimizer, num_classes, cfg.blank_penalty, cfg.grad_clip, device, amp
+            state.model, loader, state.optimizer, num_classes, cfg.blank_penalty, cfg.grad_clip, device, amp,
+            cfg.label_smoothing,
         ).items()}
         metrics["train_seconds"] = time.perf_counter() - t0
         if val_loader is not None:
-            val, _ = evaluate(state.model, val_loader, num_classes, cfg.blank_penalty, device)
+            val, _ = evaluate(state.model, val_loader, num_classes, cfg.blank_penalty, device, cfg.label_smoothing)
             metrics.update({f"val_{k}": v for k, v in val.items()})
         metrics["epoch"] = epoch + 1
         metrics["vocab_limit"] = limit

@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-ruff check asl_ray tests jobs benchmarks
+ruff check asl_ray tests jobs benchmarks scripts
 mypy
 python -m pytest -q "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,6 +71,16 @@ def test_two_class_check_tracks_everything(asl_features: Path, tmp_path: Path) -
     ev = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--split", "val"])
     assert ev.exit_code == 0, ev.output
     assert "top1" in ev.output and "most confused with" in ev.output
+    # An ensemble of a checkpoint with itself ranks exactly as the checkpoint does;
+    # test-time speeds go through the same path.
+    same = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--checkpoint", str(ckpt.parent)])
+    assert same.exit_code == 0, same.output
+    assert "ensemble of 2 checkpoint(s) x 1 speed(s)" in same.output
+    assert re.findall(r"top1 (\S+)%", same.output)[:1] == re.findall(r"top1 (\S+)%", ev.output)[:1] != []
+    tta = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--tta-speeds", "0.9,1,1.1"])
+    assert tta.exit_code == 0 and "x 3 speed(s)" in tta.output, tta.output
+    bad = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--tta-speeds", "fast"])
+    assert bad.exit_code == 2 and "comma-separated numbers" in bad.output
     video = require_shared("wlasl100", "videos", "00623.mp4")
     pred = CliRunner().invoke(main, ["predict", "--checkpoint", str(ckpt), str(video)])
     assert pred.exit_code == 0, pred.output

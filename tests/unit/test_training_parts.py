@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from asl_ray.augment import augment, mirror
+from asl_ray.augment import augment, change_speed, mirror
 from asl_ray.checkpoint import build_model, load_checkpoint, save_checkpoint
 from asl_ray.config import AugmentConfig, Config, FeaturesConfig, TrainConfig, load_config
 from asl_ray.dataset import Sample, SignDataset, collate, fit_standardizer
+from asl_ray.decode import single_label_scores
 from asl_ray.features import video_features
 from asl_ray.inputs import BLOCK_SIZES, build_inputs, input_size
 from asl_ray.loop import FitState, evaluate, fit, make_optimizer, make_scheduler, stage_plan
-from asl_ray.losses import blank_mass, ctc_blank_loss
+from asl_ray.losses import blank_mass, ctc_blank_loss, gloss_smoothing
 from asl_ray.model import SignModel, count_parameters
 from asl_ray.vocab import Vocabulary
 from tests.fixtures import fake_landmarks
@@ -90,6 +91,41 @@ def test_blank_penalty_raises_the_loss_of_a_blank_model() -> None:
     assert pen.item() == pytest.approx(base.item() + 2.0 * mass.item(), rel=1e-6)
     two = ctc_blank_loss(lp, lengths, torch.tensor([1, 2, 3]), torch.tensor([2, 1]), 0.0)[0]
     assert torch.isfinite(two)  # multi-gloss targets work the same way
+
+
+def test_gloss_smoothing_is_the_uniform_cross_entropy_of_the_exact_posterior() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 5, requires_grad=True)
+    lp = torch.log_softmax(logits, -1)
+    lengths, targets, tl = torch.tensor([7, 4, 2]), torch.tensor([1, 3, 4]), torch.ones(3, dtype=torch.long)
+    # Brute force: log p([c]) from torch's own CTC, for every class c.
+    scores = torch.stack([
+        -torch.nn.functional.ctc_loss(lp.transpose(0, 1), torch.full((3,), c), lengths, tl, reduction="none")
+        for c in range(1, 5)], 1)
+    expected = -torch.log_softmax(scores, 1).mean()
+    smooth = gloss_smoothing(lp, lengths)
+    assert smooth.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert smooth.item() >= np.log(4) - 1e-6  # equality only for a uniform posterior
+    total, ctc, mass = ctc_blank_loss(lp, lengths, targets, tl, 0.5, 0.2)
+    assert total.item() == pytest.approx(0.8 * ctc.item() + 0.2 * smooth.item() + 0.5 * mass.item(), rel=1e-5)
+    # It trains: gradients reach the logits and agree with the brute-force loss's.
+    (g_ours,) = torch.autograd.grad(smooth, logits, retain_graph=True)
+    (g_ref,) = torch.autograd.grad(expected, logits)
+    assert torch.allclose(g_ours, g_ref, atol=1e-5) and g_ours.abs().sum() > 0
+    # The scores used for metrics stay detached.
+    assert not single_label_scores(lp, lengths).requires_grad
+
+
+def test_gloss_smoothing_is_log_v_for_a_uniform_posterior() -> None:
+    lp = torch.log_softmax(torch.zeros(2, 6, 5), -1)  # every gloss equally likely on every frame
+    assert gloss_smoothing(lp, torch.tensor([6, 3])).item() == pytest.approx(np.log(4), abs=1e-6)
+
+
+def test_change_speed_plays_faster_and_slower() -> None:
+    lm = _landmarks(0, t=20)
+    assert change_speed(lm, 2.0).shape[0] == 10 and change_speed(lm, 0.5).shape[0] == 40
+    assert change_speed(lm, 1.0) is lm
+    np.testing.assert_array_equal(change_speed(lm, 0.5)[::2], lm)
 
 
 def _toy_samples(n_per_class: int = 6) -> list[Sample]:
