@@ -31,19 +31,23 @@ _PHONO = ["features.inputs=[phono]"]
 _NO_AUG = ["train.augment.enabled=false"]
 _NO_PENALTY = ["train.blank_penalty=0"]
 
-# (name, what the row adds, overrides on top of configs/wlasl100_attention.yaml)
+# (name, what the row changes, overrides on top of configs/wlasl100_attention.yaml). Rows 1-4
+# build up the BiLSTM, rows 5-7 the attention encoder up to the recipe (row 7 =
+# the config as is); the rest each change one thing of the recipe.
+RECIPE = "attention"
 ROWS: list[tuple[str, str, list[str]]] = [
     ("lstm-phono", "BiLSTM 128x2 on the 36-D phonological features, no augmentation, no blank penalty",
      _LSTM + _PHONO + _NO_AUG + _NO_PENALTY),
     ("lstm-penalty", "+ blank penalty 0.1", _LSTM + _PHONO + _NO_AUG),
     ("lstm-rich", "+ rich inputs (masks, wrist-relative hands, pose, velocities)", _LSTM + _NO_AUG),
     ("lstm-aug", "+ augmentation (speed, frame drop, rotation, scale, shear, noise)", _LSTM),
-    ("attention", "attention encoder (3 layers) instead of the BiLSTM", []),
-    ("attn-no-aug", "attention, without augmentation", _NO_AUG),
-    ("attn-phono", "attention, phonological features only", _PHONO),
-    ("attn-smooth", "attention + label smoothing 0.1", ["train.label_smoothing=0.1"]),
-    ("attn-mirror", "attention + mirror augmentation (p=0.5)", ["train.augment.mirror=0.5"]),
-    ("attn-curriculum", "attention + vocabulary curriculum 10 -> 50 -> 100",
+    ("attn-base", "row 2 with the attention encoder (3 layers) instead of the BiLSTM", _PHONO + _NO_AUG),
+    ("attn-no-aug", "+ rich inputs", _NO_AUG),
+    (RECIPE, "+ augmentation = **the recipe**, `configs/wlasl100_attention.yaml`", []),
+    ("attn-phono", "recipe without the rich inputs (phonological features only)", _PHONO),
+    ("attn-smooth", "recipe + label smoothing 0.1", ["train.label_smoothing=0.1"]),
+    ("attn-mirror", "recipe + mirror augmentation (p=0.5)", ["train.augment.mirror=0.5"]),
+    ("attn-curriculum", "recipe + vocabulary curriculum 10 -> 50 -> 100 (5 epochs each)",
      ["train.curriculum=[10,50]", "train.curriculum_epochs=5"]),
 ]
 
@@ -54,6 +58,9 @@ def _run(row: str, overrides: list[str], seed: int, run_dir: Path, features: str
            "--set", f"train.seed={seed}", "--set", f"extract.output_dir={features}"]
     for o in overrides:
         cmd += ["--set", o]
+    if (run_dir / f"{row}-s{seed}" / "best_checkpoint.txt").is_file():  # written when a run finishes
+        print(f"skip  {row}-s{seed}: finished already (delete its folder to run it again)", flush=True)
+        return 0
     log = run_dir / f"{row}-s{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"start {row}-s{seed}: log {log}", flush=True)
@@ -73,7 +80,7 @@ def _mean(xs: list[float]) -> str:
     return f"{100 * sum(xs) / len(xs):.1f}"
 
 
-def table(run_dir: Path, seeds: list[int], epochs: int | None) -> str:
+def table(run_dir: Path, seeds: list[int], epochs: int | None, features: str) -> str:
     lines = ["| # | ingredient | seeds | val top-1 / top-5, best epoch | val top-1 / top-5, last epoch |",
              "| --- | --- | --- | --- | --- |"]
     for i, (row, what, _) in enumerate(ROWS, 1):
@@ -91,7 +98,35 @@ def table(run_dir: Path, seeds: list[int], epochs: int | None) -> str:
         if used:
             lines.append(f"| {i} | {what} | {','.join(used)} | {_mean(best1)} / {_mean(best5)} | "
                          f"{_mean(last1)} / {_mean(last5)} |")
+    lines += _inference_rows(run_dir, seeds, features, len(ROWS))
     return "\n".join(lines)
+
+
+def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> list[str]:
+    """The recipe's checkpoints combined at inference: a seed ensemble, and test-time speeds."""
+    from asl_ray.checkpoint import latest_checkpoint, load_checkpoint
+    from asl_ray.evaluation import evaluate_ensemble
+
+    runs = [run_dir / f"{RECIPE}-s{s}" for s in seeds if (run_dir / f"{RECIPE}-s{s}" / "best_checkpoint.txt").is_file()]
+    if not runs:
+        return []
+    used = ",".join(r.name.rsplit("-s", 1)[1] for r in runs)
+    picks = {"best": [load_checkpoint(r) for r in runs],
+             "last": [load_checkpoint(latest_checkpoint(r) or r) for r in runs]}
+
+    def cell(speeds: tuple[float, ...], ensemble: bool) -> str:
+        out = []
+        for cks in picks.values():
+            if ensemble:
+                m = [evaluate_ensemble(cks, "val", features, speeds).metrics]
+            else:
+                m = [evaluate_ensemble([ck], "val", features, speeds).metrics for ck in cks]
+            out.append(f"{_mean([x['top1'] for x in m])} / {_mean([x['top5'] for x in m])}")
+        return " | ".join(out)
+
+    return [f"| {n + 1} | recipe, test-time speeds 0.9 / 1 / 1.1 averaged | {used} | {cell((0.9, 1.0, 1.1), False)} |",
+            f"| {n + 2} | recipe, ensemble of the {len(runs)} seeds' models (posteriors averaged) | {used} | "
+            f"{cell((1.0,), True)} |"]
 
 
 def main() -> None:
@@ -114,9 +149,10 @@ def main() -> None:
         for name, what, overrides in ROWS:
             print(f"{name:16s} {what}\n{'':16s} --set {' --set '.join(overrides) or '(the config as is)'}")
     elif args.action == "table":
-        print(table(args.run_dir.resolve(), seeds, args.epochs))
+        print(table(args.run_dir.resolve(), seeds, args.epochs, args.features))
     else:
-        jobs = [(r, o, s) for r, _, o in ROWS if r in wanted for s in seeds]
+        # Seed-major, so an interrupted batch still covers every row.
+        jobs = [(r, o, s) for s in seeds for r, _, o in ROWS if r in wanted]
         with ThreadPoolExecutor(args.parallel) as pool:
             codes = list(pool.map(lambda j: _run(j[0], j[1], j[2], args.run_dir.resolve(), args.features), jobs))
         sys.exit(max(codes, default=0))
