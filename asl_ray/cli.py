@@ -247,7 +247,8 @@ def evaluate(checkpoints: tuple[Path, ...], split: str, tta_speeds: str | None, 
     out.mkdir(parents=True, exist_ok=True)
     (out / "per_class.csv").write_text("gloss,samples,top1,most_confused_with\n" + "".join(
         f"{g},{c},{a:.4f},{x}\n" for g, c, a, x in ev.per_class))
-    png = confusion_matrix(ev.confusion, cks[0].vocab.glosses, out / "confusion_matrix.png", f"{split} confusion")
+    png = confusion_matrix(ev.confusion, cks[0].vocab.glosses, out / "confusion_matrix.png",
+                           f"{split} confusion{what.replace(' | ', ', ')}")
     click.echo(f"wrote {out / 'per_class.csv'} and {png}")
 
 
