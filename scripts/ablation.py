@@ -49,6 +49,8 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("attn-mirror", "recipe + mirror augmentation (p=0.5)", ["train.augment.mirror=0.5"]),
     ("attn-curriculum", "recipe + vocabulary curriculum 10 -> 50 -> 100 (5 epochs each)",
      ["train.curriculum=[10,50]", "train.curriculum_epochs=5"]),
+    ("attn-smooth-mirror", "recipe + label smoothing 0.1 + mirror (p=0.5)",
+     ["train.label_smoothing=0.1", "train.augment.mirror=0.5"]),
 ]
 
 
