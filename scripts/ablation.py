@@ -91,7 +91,9 @@ def table(run_dir: Path, seeds: list[int], epochs: int | None, features: str) ->
             hist = _history(run_dir, f"{row}-s{seed}")
             if not hist or (epochs and len(hist) < epochs):
                 continue  # not run, or still running
-            best = max(hist, key=lambda h: h["val_top1"])
+            # Curriculum stages score a smaller problem: like the trainer, pick among full-vocabulary epochs.
+            full = max(h.get("vocab_limit", 0) for h in hist)
+            best = max((h for h in hist if h.get("vocab_limit", 0) == full), key=lambda h: h["val_top1"])
             best1.append(best["val_top1"])
             best5.append(best["val_top5"])
             last1.append(hist[-1]["val_top1"])
