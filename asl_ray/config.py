@@ -76,7 +76,7 @@ class ExtractConfig(_Section):
     progress_seconds: float = Field(10.0, gt=0, description="seconds between progress lines")
 
 
-InputKind = Literal["phono", "masks", "hands", "pose", "velocity"]
+InputKind = Literal["phono", "masks", "hands", "pose", "velocity", "bones"]
 
 
 class FeaturesConfig(_Section):
@@ -84,7 +84,8 @@ class FeaturesConfig(_Section):
 
     phono: the 36 phonological features; masks: pose/left/right found (3);
     hands: both hands' 21 points relative to their wrist (126); pose: 9
-    upper-body points (27); velocity: frame-to-frame motion of hands and pose.
+    upper-body points (27); velocity: frame-to-frame motion of hands and pose;
+    bones: unit direction of each hand's 20 finger bones (120).
     """
 
     inputs: list[InputKind] = Field(["phono", "masks"], min_length=1, description="input blocks, in order")

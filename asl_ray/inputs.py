@@ -19,7 +19,10 @@ from asl_ray.features import DEFAULT_FPS, NUM_FEATURES, features_from_landmarks
 POSE_UPPER = (0, 11, 12, 13, 14, 15, 16, 23, 24)  # nose, shoulders, elbows, wrists, hips
 LEFT = slice(33, 54)
 RIGHT = slice(54, 75)
-BLOCK_SIZES = {"phono": NUM_FEATURES, "masks": 3, "hands": 126, "pose": 27, "velocity": 3 * (2 + len(POSE_UPPER))}
+# MediaPipe hand topology: the parent joint of joints 1..20 (0 is the wrist).
+HAND_PARENTS = np.array([0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19])
+BLOCK_SIZES = {"phono": NUM_FEATURES, "masks": 3, "hands": 126, "pose": 27, "velocity": 3 * (2 + len(POSE_UPPER)),
+               "bones": 2 * 20 * 3}
 
 
 def input_size(kinds: Sequence[str]) -> int:
@@ -40,6 +43,15 @@ def build_inputs(landmarks: np.ndarray, fps: float | None, kinds: Sequence[str])
         elif kind == "hands":
             rel = [lm[:, part] - lm[:, part][:, :1] for part in (LEFT, RIGHT)]
             blocks.append(np.concatenate(rel, axis=1).reshape(t, -1))
+        elif kind == "bones":
+            # Unit direction of each finger bone: the hand's articulation, free
+            # of its size and of how far it is from the camera.
+            bones = []
+            for part in (LEFT, RIGHT):
+                hand = lm[:, part]
+                vec = hand[:, 1:] - hand[:, HAND_PARENTS]
+                bones.append(vec / np.maximum(np.linalg.norm(vec, axis=-1, keepdims=True), 1e-6))
+            blocks.append(np.concatenate(bones, axis=1).reshape(t, -1))
         elif kind == "pose":
             blocks.append(lm[:, POSE_UPPER].reshape(t, -1))
         elif kind == "velocity":

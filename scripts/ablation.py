@@ -54,6 +54,8 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("attn-smooth-mirror", "+ mirror augmentation (p=0.5)", _SMOOTH + _MIRROR),
     ("attn-phono", "row 7 without the rich inputs (phonological features only)", _PHONO + _PLAIN),
     ("attn-mirror", "row 7 + mirror augmentation (p=0.5)", _NO_SMOOTH + _MIRROR),
+    ("attn-bones", "row 7 + finger bone directions (input block `bones`)",
+     ["features.inputs=[phono,masks,hands,pose,velocity,bones]"] + _PLAIN),
     ("attn-curriculum", "row 7 + vocabulary curriculum 10 -> 50 -> 100 (5 epochs each)",
      ["train.curriculum=[10,50]", "train.curriculum_epochs=5"] + _PLAIN),
 ]

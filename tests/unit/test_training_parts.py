@@ -29,11 +29,24 @@ def _landmarks(seed: int, t: int = 14) -> np.ndarray:
 
 def test_input_blocks_have_their_sizes_and_no_nan() -> None:
     lm = _landmarks(0)
-    kinds = ["phono", "masks", "hands", "pose", "velocity"]
+    kinds = ["phono", "masks", "hands", "pose", "velocity", "bones"]
     x = build_inputs(lm, 25, kinds)
     assert x.shape == (14, input_size(kinds)) == (14, sum(BLOCK_SIZES.values()))
     assert np.isfinite(x).all()
     assert (x[3:6, 36 + 1] == 0).all() and (x[:3, 36 + 1] == 1).all()  # left-hand mask
+
+
+def test_bones_are_unit_directions_free_of_hand_size() -> None:
+    lm = _landmarks(2)
+    x = build_inputs(lm, 25, ["bones"]).reshape(14, 40, 3)
+    norms = np.linalg.norm(x, axis=-1)
+    present = np.isfinite(lm[:, 33:75]).all(axis=(1, 2))  # frames with both hands
+    assert present.any() and np.allclose(norms[present], 1.0, atol=1e-5)
+    assert (x[~np.isfinite(lm[:, 33:54]).all(axis=(1, 2)), :20] == 0).all()  # a missing hand reads 0
+    # Growing the right hand about its wrist leaves its bone directions as they were.
+    big = lm.copy()
+    big[:, 54:75] = lm[:, 54:55] + 1.7 * (lm[:, 54:75] - lm[:, 54:55])
+    np.testing.assert_allclose(build_inputs(big, 25, ["bones"]), build_inputs(lm, 25, ["bones"]), atol=1e-5)
 
 
 def test_mirror_is_an_involution_and_swaps_hands() -> None:
