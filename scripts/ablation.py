@@ -56,6 +56,8 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("attn-mirror", "row 7 + mirror augmentation (p=0.5)", _NO_SMOOTH + _MIRROR),
     ("attn-bones", "row 7 + finger bone directions (input block `bones`)",
      ["features.inputs=[phono,masks,hands,pose,velocity,bones]"] + _PLAIN),
+    ("recipe-bones", "recipe (row 9) + finger bone directions",
+     ["features.inputs=[phono,masks,hands,pose,velocity,bones]"] + _SMOOTH + _MIRROR),
     ("attn-curriculum", "row 7 + vocabulary curriculum 10 -> 50 -> 100 (5 epochs each)",
      ["train.curriculum=[10,50]", "train.curriculum_epochs=5"] + _PLAIN),
 ]
