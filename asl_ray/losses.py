@@ -67,5 +67,7 @@ def ctc_blank_loss(
     mass = blank_mass(log_probs, lengths)
     total = ctc + blank_penalty * mass
     if label_smoothing:
+        if bool((target_lengths != 1).any()):
+            raise ValueError("train.label_smoothing needs one-gloss targets (isolated signs)")
         total = total - label_smoothing * ctc + label_smoothing * gloss_smoothing(log_probs, lengths)
     return total, ctc, mass
