@@ -153,6 +153,19 @@ class TrainConfig(_Section):
     seed: int = 0
     num_workers: int = Field(1, gt=0, description="Ray Train workers (data parallel)")
     cpus_per_worker: float = Field(1.0, gt=0)
+    ingest: Literal["ray_data", "worker"] = Field(
+        "ray_data", description="ray_data: Ray Data shards the dataset and builds inputs on CPU workers (scales); "
+        "worker: each worker loads the dataset into memory (small datasets)"
+    )
+    prep_cpus: float = Field(1.0, gt=0, description="ray_data: CPUs per Ray Data task that builds inputs and augments")
+    shuffle_buffer: int = Field(
+        1024, ge=0, description="ray_data: rows in each worker's local shuffle buffer, on top of a new file order "
+        "every epoch"
+    )
+    bucket_batches: int = Field(
+        8, ge=1, description="rows of this many batches are sorted by length and cut into batches (less padding); "
+        "1 = no grouping"
+    )
     use_gpu: bool | None = Field(None, description="None = use GPUs when the cluster has them")
     max_failures: int = Field(2, ge=-1, description="worker failures to recover from the last checkpoint")
     resume_from: str | None = Field(None, description="checkpoint folder to continue from")

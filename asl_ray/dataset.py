@@ -1,10 +1,15 @@
-"""Feature dataset -> torch samples and padded batches. No Ray here.
+"""Feature dataset -> samples, inputs and padded batches. Plain numpy/torch, no Ray.
 
-``load_splits`` reads the Parquet feature dataset once, fixes the vocabulary
-from the train split and counts what it drops (samples of glosses outside the
-vocabulary). :class:`SignDataset` builds each sample's inputs on access, after
-augmentation when training, and :func:`collate` pads a batch with its true
-lengths.
+Columnar all the way: a feature table's ``landmarks`` list column becomes one
+contiguous float32 buffer (Arrow's own values, no per-element Python
+objects), and every :class:`Sample` holds a view into it. ``load_splits``
+fixes the vocabulary from the train split and counts what it drops (samples
+of glosses outside the vocabulary). :func:`prepare_inputs` is the one place
+where a sample becomes model inputs (augment -> cap at ``max_frames`` ->
+input blocks -> standardise); the in-memory :class:`SignDataset` and the Ray
+Data ingest (``ingest.py``) both call it. :func:`pad_batch` and
+:func:`length_batches` turn prepared sequences into padded batches, grouped
+by length when asked.
 """
 
 from __future__ import annotations
@@ -12,18 +17,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import Dataset
 
 from asl_ray.augment import augment
 from asl_ray.config import AugmentConfig, FeaturesConfig
 from asl_ray.errors import UserError
-from asl_ray.inputs import Standardizer, build_inputs, resample
-from asl_ray.schema import sample_arrays
+from asl_ray.features import NUM_LANDMARKS
+from asl_ray.inputs import Standardizer, StandardizerSums, build_inputs, resample
 from asl_ray.vocab import Vocabulary
+
+SAMPLE_COLUMNS = ["video_id", "gloss", "split", "fps", "num_frames", "landmarks"]
+FRAME_VALUES = NUM_LANDMARKS * 3
 
 
 @dataclass
@@ -31,7 +40,7 @@ class Sample:
     video_id: str
     gloss: str
     label: int  # vocabulary id, 1..V
-    landmarks: np.ndarray  # (T, 75, 3)
+    landmarks: np.ndarray  # (T, 75, 3), a view into the table's buffer
     fps: float | None
 
 
@@ -43,37 +52,78 @@ class Splits:
     dropped: dict[str, int] = field(default_factory=dict)  # split -> samples outside the vocabulary
 
     def describe(self) -> str:
-        drop = ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v) or "none"
-        return (f"vocabulary {self.vocab.num_glosses} glosses + blank; train {len(self.train)}, "
-                f"val {len(self.val)} samples; dropped outside the vocabulary: {drop}")
+        return describe_splits(self.vocab, len(self.train), len(self.val), self.dropped)
 
 
-def load_splits(table: Any, vocab_size: int | None, max_frames: int, vocab: Vocabulary | None = None) -> Splits:
-    """Samples of the train and val splits of an ok-rows feature table."""
-    rows = table.to_pylist()
-    if not rows:
+def describe_splits(vocab: Vocabulary, train: int, val: int, dropped: dict[str, int]) -> str:
+    drop = ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none"
+    return (f"vocabulary {vocab.num_glosses} glosses + blank; train {train}, val {val} samples; "
+            f"dropped outside the vocabulary: {drop}")
+
+
+def list_buffer(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(flat values, offsets) of an Arrow list column: row i is values[offsets[i]:offsets[i+1]]."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = arr.flatten().to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(arr) + 1, np.int64)
+    np.cumsum(arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False), out=offsets[1:])
+    return values, offsets
+
+
+def landmark_views(table: pa.Table) -> list[np.ndarray]:
+    """Each row's landmarks (T, 75, 3) as a view into one float32 buffer."""
+    values, offsets = list_buffer(table.column("landmarks"))
+    values = values.astype(np.float32, copy=False)
+    return [values[offsets[i]:offsets[i + 1]].reshape(-1, NUM_LANDMARKS, 3) for i in range(len(offsets) - 1)]
+
+
+def vocabulary_of(table: pa.Table, vocab_size: int | None) -> Vocabulary:
+    """The vocabulary from a table's train-split glosses (needs columns gloss, split)."""
+    if table.num_rows == 0:
         raise UserError("the feature dataset has no ok rows: run `asl-ray extract` first")
-    if vocab is None:
-        train_glosses = [r["gloss"] for r in rows if r["split"] == "train"]
-        if not train_glosses:
-            raise UserError("the feature dataset has no train split rows")
-        vocab = Vocabulary.from_train_glosses(train_glosses, vocab_size)
+    train = table.filter(pc.equal(table.column("split"), "train")).column("gloss")
+    if len(train) == 0:
+        raise UserError("the feature dataset has no train split rows")
+    counts = pc.value_counts(train).to_pylist()
+    return Vocabulary.from_counts({c["values"]: c["counts"] for c in counts}, vocab_size)
+
+
+def load_splits(table: pa.Table, vocab_size: int | None, max_frames: int, vocab: Vocabulary | None = None) -> Splits:
+    """Samples of the train and val splits of an ok-rows feature table."""
+    vocab = vocab or vocabulary_of(table, vocab_size)
+    if table.num_rows == 0:
+        raise UserError("the feature dataset has no ok rows: run `asl-ray extract` first")
     out: dict[str, list[Sample]] = {"train": [], "val": []}
     dropped: Counter[str] = Counter()
-    for r in rows:
-        if r["split"] not in out:
+    views = landmark_views(table)
+    meta = table.select(["video_id", "gloss", "split", "fps"]).to_pydict()
+    for i, (vid, gloss, split, fps) in enumerate(zip(meta["video_id"], meta["gloss"], meta["split"], meta["fps"],
+                                                      strict=True)):
+        if split not in out:
             continue
-        label = vocab.id_of(r["gloss"])
+        label = vocab.id_of(gloss)
         if label is None:
-            dropped[r["split"]] += 1
+            dropped[split] += 1
             continue
-        lm = resample(sample_arrays(r).landmarks, max_frames)
-        out[r["split"]].append(Sample(r["video_id"], r["gloss"], label, lm, r["fps"]))
+        out[split].append(Sample(vid, gloss, label, resample(views[i], max_frames), fps))
     return Splits(vocab, out["train"], out["val"], dict(dropped))
 
 
+def prepare_inputs(landmarks: np.ndarray, fps: float | None, features: FeaturesConfig,
+                   standardizer: Standardizer | None, augment_cfg: AugmentConfig | None = None,
+                   rng: np.random.Generator | None = None) -> np.ndarray:
+    """(T, F) model inputs of one sample: augmented when ``augment_cfg`` is given."""
+    lm = resample(landmarks, features.max_frames)
+    if augment_cfg is not None and augment_cfg.enabled:
+        # A slower speed lengthens the sequence: cap it again, since the
+        # attention encoder has positions for max_frames only.
+        lm = resample(augment(lm, augment_cfg, rng or np.random.default_rng()), features.max_frames)
+    x = build_inputs(lm, fps, features.inputs)
+    return standardizer(x) if standardizer is not None else x
+
+
 class SignDataset(Dataset):
-    """Inputs built on access; augmented when ``augment_cfg`` is given."""
+    """In-memory samples; inputs built on access, augmented when ``augment_cfg`` is given."""
 
     def __init__(
         self,
@@ -95,17 +145,10 @@ class SignDataset(Dataset):
         return len(self.samples)
 
     def inputs(self, i: int) -> np.ndarray:
-        s = self.samples[i]
         if self.augment_cfg is None and i in self._cache:
             return self._cache[i]
-        lm = s.landmarks
-        if self.augment_cfg:
-            # A slower speed lengthens the sequence: cap it again, since the
-            # attention encoder has positions for max_frames only.
-            lm = resample(augment(lm, self.augment_cfg, self.rng), self.features.max_frames)
-        x = build_inputs(lm, s.fps, self.features.inputs)
-        if self.standardizer is not None:
-            x = self.standardizer(x)
+        s = self.samples[i]
+        x = prepare_inputs(s.landmarks, s.fps, self.features, self.standardizer, self.augment_cfg, self.rng)
         if self.augment_cfg is None:
             self._cache[i] = x
         return x
@@ -114,16 +157,42 @@ class SignDataset(Dataset):
         return torch.from_numpy(self.inputs(i)), self.samples[i].label
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor]:
+def pad_batch(xs: Sequence[np.ndarray | torch.Tensor], labels: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence; one-gloss CTC targets (concatenated form)."""
-    xs, labels = zip(*batch, strict=True)
-    lengths = torch.tensor([x.shape[0] for x in xs], dtype=torch.long)
-    x = torch.zeros(len(xs), int(lengths.max()), xs[0].shape[1])
+    lengths = np.array([x.shape[0] for x in xs], np.int64)
+    x = np.zeros((len(xs), int(lengths.max()), xs[0].shape[1]), np.float32)
     for i, seq in enumerate(xs):
-        x[i, : seq.shape[0]] = seq
-    y = torch.tensor(labels, dtype=torch.long)
-    return {"x": x, "lengths": lengths, "labels": y, "targets": y.clone(), "target_lengths": torch.ones_like(y)}
+        x[i, : seq.shape[0]] = seq.numpy() if isinstance(seq, torch.Tensor) else seq
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    return {"x": torch.from_numpy(x), "lengths": torch.from_numpy(lengths), "labels": y, "targets": y.clone(),
+            "target_lengths": torch.ones_like(y)}
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor]:
+    xs, labels = zip(*batch, strict=True)
+    return pad_batch(xs, labels)
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, by_length: bool
+                   ) -> list[np.ndarray]:
+    """Split a chunk of rows into batches: consecutive rows, or (``by_length``)
+    rows of similar length together, which cuts padding; batch order shuffled."""
+    order = np.argsort(lengths, kind="stable") if by_length else np.arange(len(lengths))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+def padding_share(batches: Sequence[dict[str, torch.Tensor]]) -> float:
+    """Padded frames / all frames of the given batches."""
+    total = sum(b["x"].shape[0] * b["x"].shape[1] for b in batches)
+    real = sum(int(b["lengths"].sum()) for b in batches)
+    return 1.0 - real / max(total, 1)
 
 
 def fit_standardizer(samples: Sequence[Sample], features: FeaturesConfig) -> Standardizer:
-    return Standardizer.fit([build_inputs(s.landmarks, s.fps, features.inputs) for s in samples])
+    sums = StandardizerSums()
+    for s in samples:
+        sums.add(build_inputs(s.landmarks, s.fps, features.inputs))
+    return sums.standardizer()

@@ -71,40 +71,73 @@ def blank_frames(log_probs: torch.Tensor, lengths: torch.Tensor) -> tuple[int, i
 
 @dataclass
 class MetricAccumulator:
-    """Collects per-batch outputs; ``compute`` gives the epoch's metrics."""
+    """Sufficient statistics of an epoch's metrics: a confusion matrix and a few
+    counts. Accumulators of disjoint parts of the data add up (``merge``, or
+    ``to_vector`` + an all-reduce), which is how the ranks of a distributed
+    run agree on val metrics without gathering any per-sample score."""
 
     num_classes: int  # glosses, without blank
-    labels: list[np.ndarray] = field(default_factory=list)
-    scores: list[np.ndarray] = field(default_factory=list)
+    counts: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))  # confusion, rows = true
+    top5_hits: int = 0
     greedy_hits: int = 0
     blank: int = 0
     frames: int = 0
     loss_sum: float = 0.0
     samples: int = 0
 
+    def __post_init__(self) -> None:
+        if self.counts.shape != (self.num_classes, self.num_classes):
+            self.counts = np.zeros((self.num_classes, self.num_classes), np.int64)
+
     def add(self, log_probs: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, loss: float) -> None:
-        self.scores.append(single_label_scores(log_probs, lengths).cpu().numpy())
-        self.labels.append(labels.cpu().numpy())
+        scores = single_label_scores(log_probs, lengths).cpu().numpy()
+        y = labels.cpu().numpy() - 1  # class ids 1..V -> columns 0..V-1
+        np.add.at(self.counts, (y, scores.argmax(1)), 1)
+        k = min(5, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        self.top5_hits += int((top == y[:, None]).any(1).sum())
         decoded = greedy_decode(log_probs, lengths)
-        self.greedy_hits += sum(d == [int(y)] for d, y in zip(decoded, labels.tolist(), strict=True))
+        self.greedy_hits += sum(d == [int(t) + 1] for d, t in zip(decoded, y.tolist(), strict=True))
         nb, nf = blank_frames(log_probs, lengths)
         self.blank += nb
         self.frames += nf
-        self.loss_sum += loss * len(labels)
-        self.samples += len(labels)
+        self.loss_sum += loss * len(y)
+        self.samples += len(y)
 
     def compute(self) -> dict[str, float]:
         if not self.samples:
             return {}
+        per_class = self.counts.sum(1)
+        seen = per_class > 0
         return {
             "loss": self.loss_sum / self.samples,
-            **ranking_metrics(np.concatenate(self.scores), np.concatenate(self.labels)),
+            "top1": float(np.trace(self.counts)) / self.samples,
+            "top5": self.top5_hits / self.samples,
+            "mean_class_acc": float(np.mean(np.diag(self.counts)[seen] / per_class[seen])),
             "greedy_acc": self.greedy_hits / self.samples,
             "blank_ratio": self.blank / max(self.frames, 1),
         }
 
     def confusion(self) -> np.ndarray:
-        return confusion(np.concatenate(self.scores), np.concatenate(self.labels), self.num_classes)
+        return self.counts
+
+    _SCALARS = ("top5_hits", "greedy_hits", "blank", "frames", "loss_sum", "samples")
+
+    def to_vector(self) -> np.ndarray:
+        """Everything as one float64 vector (exact for counts below 2**53), for an all-reduce."""
+        return np.concatenate([self.counts.ravel().astype(np.float64),
+                               np.array([float(getattr(self, k)) for k in self._SCALARS])])
+
+    @classmethod
+    def from_vector(cls, num_classes: int, vec: np.ndarray) -> MetricAccumulator:
+        n = num_classes * num_classes
+        acc = cls(num_classes, np.rint(vec[:n]).astype(np.int64).reshape(num_classes, num_classes))
+        for k, v in zip(cls._SCALARS, vec[n:], strict=True):
+            setattr(acc, k, float(v) if k == "loss_sum" else int(round(float(v))))
+        return acc
+
+    def merge(self, other: MetricAccumulator) -> MetricAccumulator:
+        return MetricAccumulator.from_vector(self.num_classes, self.to_vector() + other.to_vector())
 
 
 def ranking_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:

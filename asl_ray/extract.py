@@ -19,7 +19,6 @@ import hashlib
 import os
 import resource
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +27,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from asl_ray.config import Config, ExtractConfig
 from asl_ray.features import FEATURE_VERSION, NoBodyFrame, video_features
 from asl_ray.manifest import build_manifest
 from asl_ray.schema import FEATURE_SCHEMA, STATUS_FAILED, STATUS_OK
+from asl_ray.storage import Location, absolute, read_features, remove_leftovers, write_atomically
 
-TMP_MARK = ".tmp-"
+__all__ = ["completed_ids", "read_features", "run_extract", "write_atomically"]
 
 
 def _manifest_fields(row: dict[str, Any]) -> dict[str, Any]:
@@ -106,31 +105,26 @@ class SampleProcessor:
         }
 
 
+def _list_column(values: list[Any], dtype: pa.DataType) -> pa.ListArray:
+    """Per-row numpy arrays -> one Arrow list column, without Python objects per element."""
+    arrays = [np.asarray(v, dtype=dtype.to_pandas_dtype()).ravel() for v in values]
+    offsets = np.zeros(len(arrays) + 1, np.int32)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype.to_pandas_dtype())
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=dtype))
+
+
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    columns = {f.name: [r[f.name] for r in rows] for f in FEATURE_SCHEMA}
-    for name in ("landmarks", "features", "pose_mask", "left_mask", "right_mask"):
-        columns[name] = [np.asarray(v).tolist() for v in columns[name]]
+    columns: dict[str, Any] = {}
+    for f in FEATURE_SCHEMA:
+        values = [r[f.name] for r in rows]
+        columns[f.name] = _list_column(values, f.type.value_type) if pa.types.is_list(f.type) else values
     return pa.Table.from_pydict(columns, schema=FEATURE_SCHEMA)
 
 
 def batch_file_name(video_ids: list[str]) -> str:
     digest = hashlib.sha1("\n".join(sorted(video_ids)).encode()).hexdigest()[:20]
     return f"part-{digest}.parquet"
-
-
-def write_atomically(table: pa.Table, out_dir: str, name: str) -> str:
-    """Write ``table`` as ``out_dir/name``: complete or not at all."""
-    if "://" in out_dir:  # object stores: a put is already all-or-nothing
-        import pyarrow.fs as pafs
-
-        fs, root = pafs.FileSystem.from_uri(out_dir)
-        pq.write_table(table, f"{root}/{name}", filesystem=fs)
-        return f"{out_dir}/{name}"
-    final = Path(out_dir) / name
-    tmp = final.with_name(f"{name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, final)
-    return str(final)
 
 
 def _quiet_native_logs() -> None:
@@ -175,38 +169,11 @@ class ExtractActor:
         })
 
 
-def _parquet_files(out_dir: str) -> list[str]:
-    if "://" in out_dir:
-        import pyarrow.fs as pafs
-
-        fs, root = pafs.FileSystem.from_uri(out_dir)
-        infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-        return sorted(f"{out_dir}/{Path(i.path).name}" for i in infos if i.path.endswith(".parquet"))
-    folder = Path(out_dir)
-    for leftover in folder.glob(f"*{TMP_MARK}*"):  # from a run killed mid-write
-        leftover.unlink(missing_ok=True)
-    return sorted(str(p) for p in folder.glob("*.parquet"))
-
-
-def read_features(out_dir: str, columns: list[str] | None = None, status: str | None = STATUS_OK) -> pa.Table:
-    """The feature dataset as one table, one row per video (last write wins)."""
-    files = _parquet_files(out_dir)
-    if not files:
-        return FEATURE_SCHEMA.empty_table() if columns is None else FEATURE_SCHEMA.empty_table().select(columns)
-    table = pa.concat_tables(pq.read_table(f, columns=columns, schema=FEATURE_SCHEMA) for f in files)
-    if status is not None and "status" in table.column_names:
-        table = table.filter(pc.equal(table.column("status"), status))
-    ids = table.column("video_id").to_pylist()
-    last = {v: i for i, v in enumerate(ids)}
-    if len(last) != len(ids):
-        table = table.take(sorted(last.values()))
-    return table
-
-
 def completed_ids(out_dir: str) -> set[str]:
-    if "://" not in out_dir and not Path(out_dir).is_dir():
+    """Videos with a row (ok or failed) in the feature dataset; a run skips them."""
+    if not Location.of(out_dir).exists():
         return set()
-    return set(read_features(out_dir, columns=["video_id", "status"], status=None).column("video_id").to_pylist())
+    return set(read_features(out_dir, columns=["video_id"], status=None).column("video_id").to_pylist())
 
 
 @dataclass
@@ -259,9 +226,9 @@ def run_extract(cfg: Config, echo: Callable[[str], None] = print) -> ExtractSumm
     from asl_ray.raylocal import init_ray
 
     s = cfg.extract
-    out_dir = s.output_dir if "://" in s.output_dir else str(Path(s.output_dir).resolve())
-    if "://" not in out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    out_dir = absolute(s.output_dir)
+    Location.of(out_dir).makedirs()
+    remove_leftovers(out_dir)
     todo, skipped = pending_rows(cfg)
     summary = ExtractSummary(skipped=skipped, output_dir=out_dir)
     if not todo:

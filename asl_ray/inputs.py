@@ -83,8 +83,10 @@ class Standardizer:
 
     @classmethod
     def fit(cls, arrays: Sequence[np.ndarray]) -> Standardizer:
-        x = np.concatenate(arrays, axis=0).astype(np.float64)
-        return cls(x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-3).astype(np.float32))
+        sums = StandardizerSums()
+        for x in arrays:
+            sums.add(x)
+        return sums.standardizer()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.std).astype(np.float32)
@@ -96,3 +98,36 @@ class Standardizer:
     def load(cls, path: str) -> Standardizer:
         with np.load(path) as z:
             return cls(z["mean"], z["std"])
+
+
+@dataclass
+class StandardizerSums:
+    """Streaming form of the standardiser's statistics: frame count, sum and
+    sum of squares per input, in float64. Partial sums of any split of the data
+    add up (``merge``), so workers can each sum a part and the driver combines."""
+
+    count: int = 0
+    total: np.ndarray | None = None
+    squares: np.ndarray | None = None
+
+    def add(self, x: np.ndarray) -> None:
+        x64 = np.asarray(x, np.float64)
+        s, q = x64.sum(0), np.square(x64).sum(0)
+        self.merge(StandardizerSums(x64.shape[0], s, q))
+
+    def merge(self, other: StandardizerSums) -> None:
+        if other.total is None or other.squares is None:
+            return
+        if self.total is None or self.squares is None:
+            self.total, self.squares = other.total.copy(), other.squares.copy()
+        else:
+            self.total = self.total + other.total
+            self.squares = self.squares + other.squares
+        self.count += other.count
+
+    def standardizer(self) -> Standardizer:
+        if not self.count or self.total is None or self.squares is None:
+            raise ValueError("no frames to fit the standardiser on")
+        mean = self.total / self.count
+        var = np.maximum(self.squares / self.count - mean**2, 0.0)
+        return Standardizer(mean.astype(np.float32), np.maximum(np.sqrt(var), 1e-3).astype(np.float32))

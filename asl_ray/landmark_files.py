@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from asl_ray.landmarks import HAND_POINTS, POSE_LEFT_WRIST, POSE_POINTS, POSE_RIGHT_WRIST, ExtractionError
@@ -32,7 +33,8 @@ def read_islr(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if table.num_rows == 0:
         raise ExtractionError("landmark file has no rows")
     frame = table.column("frame").to_numpy()
-    kind = np.asarray(table.column("type").to_pylist())
+    # Compared in Arrow: a file holds 543 rows a frame, too many for Python strings.
+    types = table.column("type")
     idx = table.column("landmark_index").to_numpy().astype(np.int64)
     xyz = np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in ("x", "y", "z")], axis=1)
     frames, t_of = np.unique(frame, return_inverse=True)
@@ -42,7 +44,7 @@ def read_islr(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     right = np.full((t, HAND_POINTS, 3), np.nan, np.float32)
     for name, target, n in (("pose", pose, POSE_POINTS), ("left_hand", left, HAND_POINTS),
                             ("right_hand", right, HAND_POINTS)):
-        sel = (kind == name) & (idx < n)
+        sel = pc.equal(types, name).to_numpy(zero_copy_only=False) & (idx < n)
         target[t_of[sel], idx[sel], :3] = xyz[sel]
     pose[..., 3] = np.where(np.isfinite(pose[..., 0]), 1.0, np.nan)
     # Same depth anchoring as landmarks.py: hand z relative to its own wrist,

@@ -4,25 +4,47 @@
 and early stopping on val top-1, and hands every epoch's metrics and a way to
 get the training state to ``on_epoch_end``; the Ray Train adapter uses that to
 report and checkpoint, a plain script can ignore it.
+
+Batches come from a :data:`BatchSource` (epoch, vocabulary limit) -> batches,
+so the same loop trains from in-memory samples (``memory_batches``) or from a
+Ray Data shard. In a data-parallel run each rank sees its own part of the
+data; ``reduce`` adds the ranks' metric accumulators up, so the metrics, and
+every decision taken on them (best epoch, LR plateau, early stopping), are the
+same on every rank.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from asl_ray.config import TrainConfig
-from asl_ray.dataset import Sample
+from asl_ray.config import FeaturesConfig, TrainConfig
+from asl_ray.dataset import Sample, SignDataset, collate
 from asl_ray.decode import MetricAccumulator
 from asl_ray.losses import ctc_blank_loss
 
 Batch = dict[str, torch.Tensor]
+BatchSource = Callable[[int, int], Iterable[Batch]]  # (epoch index, vocabulary limit) -> batches
+Reduce = Callable[[MetricAccumulator], MetricAccumulator]
+
+
+def _same(acc: MetricAccumulator) -> MetricAccumulator:
+    return acc
+
+
+def _uneven_inputs(model: nn.Module) -> AbstractContextManager[Any]:
+    """DDP's join context: a rank that runs out of batches first (a curriculum
+    stage keeps a different number of rows per shard) shadows the others'
+    all-reduces instead of leaving them waiting."""
+    join = getattr(model, "join", None)
+    return join() if callable(join) else nullcontext()
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
@@ -39,11 +61,23 @@ def train_epoch(
     device: torch.device | None = None,
     amp: bool = False,
     label_smoothing: float = 0.0,
+    reduce: Reduce = _same,
 ) -> dict[str, float]:
     device = device or torch.device("cpu")
     model.train()
     acc = MetricAccumulator(num_classes)
     norms: list[float] = []
+    with _uneven_inputs(model):
+        _train_batches(model, loader, optimizer, acc, norms, blank_penalty, grad_clip, device, amp, label_smoothing)
+    metrics = reduce(acc).compute()
+    # DDP averages gradients before the norm is taken: every rank has the same norms.
+    metrics["grad_norm"] = sum(norms) / max(len(norms), 1)
+    return metrics
+
+
+def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer,
+                   acc: MetricAccumulator, norms: list[float], blank_penalty: float, grad_clip: float | None,
+                   device: torch.device, amp: bool, label_smoothing: float) -> None:
     for raw in loader:
         b = _to(raw, device)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
@@ -56,9 +90,6 @@ def train_epoch(
         norms.append(float(norm))
         optimizer.step()
         acc.add(lp.detach(), b["lengths"], b["labels"], float(loss.detach()))
-    metrics = acc.compute()
-    metrics["grad_norm"] = sum(norms) / max(len(norms), 1)
-    return metrics
 
 
 @torch.no_grad()
@@ -69,7 +100,9 @@ def evaluate(
     blank_penalty: float = 0.0,
     device: torch.device | None = None,
     label_smoothing: float = 0.0,
+    reduce: Reduce = _same,
 ) -> tuple[dict[str, float], MetricAccumulator]:
+    """Metrics of ``loader``'s batches (this rank's part, added up by ``reduce``)."""
     device = device or torch.device("cpu")
     model.eval()
     acc = MetricAccumulator(num_classes)
@@ -79,6 +112,7 @@ def evaluate(
         loss, _, _ = ctc_blank_loss(lp, b["lengths"], b["targets"], b["target_lengths"], blank_penalty,
                                     label_smoothing)
         acc.add(lp, b["lengths"], b["labels"], float(loss))
+    acc = reduce(acc)
     return acc.compute(), acc
 
 
@@ -119,38 +153,57 @@ class FitState:
     best_top1: float = -1.0
     best_epoch: int = -1
     history: list[dict[str, float]] = field(default_factory=list)
+    last_val: MetricAccumulator | None = None  # the latest epoch's val statistics (all ranks added up)
 
 
 EpochHook = Callable[[FitState, dict[str, float]], None]
-LoaderFactory = Callable[[Sequence[Sample], int], Iterable[Batch]]
+
+
+def memory_batches(samples: Sequence[Sample], features: FeaturesConfig, standardizer: Any, batch_size: int,
+                   augment_cfg: Any = None, seed: int = 0, rank: int = 0, world: int = 1) -> BatchSource:
+    """A :data:`BatchSource` over in-memory samples: this rank's part of a fresh
+    shuffle each epoch (seeded by ``seed`` and the epoch), augmented when asked."""
+
+    def batches(epoch: int, limit: int) -> Iterator[Batch]:
+        stage = [s for s in samples if s.label <= limit]
+        ds = SignDataset(stage, features, standardizer, augment_cfg, seed=seed + 1000 * epoch + rank)
+        order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        mine = order[rank::world]
+        for i in range(0, len(mine), batch_size):
+            yield collate([ds[j] for j in mine[i:i + batch_size]])
+
+    return batches
 
 
 def fit(
     state: FitState,
     cfg: TrainConfig,
-    train_samples: Sequence[Sample],
-    train_loader: LoaderFactory,
-    val_loader: Iterable[Batch] | None,
+    train_batches: BatchSource,
+    val_batches: Callable[[], Iterable[Batch]] | None,
     num_classes: int,
     device: torch.device | None = None,
     on_epoch_end: EpochHook | None = None,
     amp: bool = False,
+    reduce: Reduce = _same,
 ) -> FitState:
     """Train from ``state.epoch`` to the end of the plan (or early stop)."""
     plan = stage_plan(cfg, num_classes)
     for epoch in range(state.epoch, len(plan)):
         limit = plan[epoch]
-        stage = [s for s in train_samples if s.label <= limit]
-        loader = train_loader(stage, epoch)
         t0 = time.perf_counter()
         metrics = {f"train_{k}": v for k, v in train_epoch(
-            state.model, loader, state.optimizer, num_classes, cfg.blank_penalty, cfg.grad_clip, device, amp,
-            cfg.label_smoothing,
+            state.model, train_batches(epoch, limit), state.optimizer, num_classes, cfg.blank_penalty,
+            cfg.grad_clip, device, amp, cfg.label_smoothing, reduce,
         ).items()}
         metrics["train_seconds"] = time.perf_counter() - t0
-        if val_loader is not None:
-            val, _ = evaluate(state.model, val_loader, num_classes, cfg.blank_penalty, device, cfg.label_smoothing)
+        if val_batches is not None:
+            t1 = time.perf_counter()
+            # The plain module: evaluation needs no gradient sync, and a rank
+            # may hold fewer val batches than another.
+            val, state.last_val = evaluate(getattr(state.model, "module", state.model), val_batches(),
+                                           num_classes, cfg.blank_penalty, device, cfg.label_smoothing, reduce)
             metrics.update({f"val_{k}": v for k, v in val.items()})
+            metrics["val_seconds"] = time.perf_counter() - t1
         metrics["epoch"] = epoch + 1
         metrics["vocab_limit"] = limit
         metrics["lr"] = state.optimizer.param_groups[0]["lr"]

@@ -157,7 +157,8 @@ def asl_signs_manifest(cfg: DataConfig) -> Manifest:
     need = {"path", "participant_id", "sequence_id", "sign"}
     if records and not need <= set(records[0]):
         raise UserError(f"{csv_path}: columns must include {sorted(need)}")
-    signs = sorted({r["sign"] for r in records})
+    signs = {s: i for i, s in enumerate(sorted({r["sign"] for r in records}))}
+    split_of: dict[str, str] = {}
     rows, missing = [], []
     for r in records:
         path = root / r["path"]
@@ -168,8 +169,9 @@ def asl_signs_manifest(cfg: DataConfig) -> Manifest:
             {
                 "video_id": r["sequence_id"],
                 "gloss": r["sign"],
-                "label": signs.index(r["sign"]),
-                "split": _participant_split(r["participant_id"], cfg.val_fraction, cfg.split_seed),
+                "label": signs[r["sign"]],
+                "split": split_of.setdefault(r["participant_id"], _participant_split(
+                    r["participant_id"], cfg.val_fraction, cfg.split_seed)),
                 "frame_start": 1,
                 "frame_end": -1,
                 "fps": None,

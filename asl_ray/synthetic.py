@@ -80,3 +80,61 @@ def write_synthetic(out_dir: str, num_glosses: int = 6, per_gloss: int = 24, see
     rows = synthetic_rows(num_glosses, per_gloss, seed)
     write_atomically(rows_to_table(rows), out_dir, "part-synthetic.parquet")
     return len(rows)
+
+
+def write_islr_folder(root: str, sequences: int, signs: int = 25, frames: int = 10, participants: int = 20,
+                      seed: int = 0, with_face: bool = True) -> int:
+    """A SYNTHETIC folder in the Kaggle ISLR ("asl-signs") layout: ``train.csv``
+    plus one landmark Parquet file per sequence (``frame, row_id, type,
+    landmark_index, x, y, z``; face, left_hand, pose, right_hand, NaN where a
+    hand is missing), each sign a distinct right-hand movement. For tests and
+    benchmarks of the importer at scale; returns the number of files."""
+    import csv
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    out = Path(root)
+    parts = [("face", 468), ("left_hand", 21), ("pose", 33), ("right_hand", 21)]
+    if not with_face:
+        parts = parts[1:]
+    per_frame = sum(n for _, n in parts)
+    types = np.concatenate([[name] * n for name, n in parts])
+    index = np.concatenate([np.arange(n) for _, n in parts])
+    rows = []
+    for i in range(sequences):
+        sign = i % signs
+        pid = 1000 + i % participants
+        rel = f"train_landmark_files/{pid}/{i}.parquet"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        s = np.linspace(0, 1, frames)[:, None]
+        angle = 2 * np.pi * sign / signs
+        xyz = rng.normal(0, 0.01, (frames, per_frame, 3)) + [0.5, 0.5, 0.0]
+        start = per_frame - 21  # right hand, last block
+        xyz[:, start:, 0] += 0.2 * np.cos(angle) * s
+        xyz[:, start:, 1] += 0.2 * np.sin(angle) * s
+        pose0 = per_frame - 21 - 33
+        xyz[:, pose0 + 11, :2] = [0.6, 0.4]  # shoulders, so the body frame is defined
+        xyz[:, pose0 + 12, :2] = [0.4, 0.4]
+        if rng.random() < 0.5:
+            xyz[: frames // 2, 468 if with_face else 0:(468 if with_face else 0) + 21] = np.nan  # left hand missing
+        frame_ids = np.repeat(np.arange(frames) + 20, per_frame)
+        table = pa.table({
+            "frame": frame_ids.astype(np.int16),
+            "row_id": pc.binary_join_element_wise(pa.array(frame_ids).cast(pa.string()),
+                                                  pa.array(np.tile(types, frames)),
+                                                  pa.array(np.tile(index, frames)).cast(pa.string()), "-"),
+            "type": np.tile(types, frames),
+            "landmark_index": np.tile(index, frames).astype(np.int16),
+            "x": xyz[..., 0].ravel(), "y": xyz[..., 1].ravel(), "z": xyz[..., 2].ravel(),
+        })
+        pq.write_table(table, out / rel)
+        rows.append({"path": rel, "participant_id": pid, "sequence_id": i, "sign": f"sign{sign:03d}"})
+    with (out / "train.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "participant_id", "sequence_id", "sign"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return sequences

@@ -1,9 +1,14 @@
 """Ray Train edge: build the TorchTrainer and the short worker adapter.
 
 Everything that learns lives in plain torch modules (``loop``, ``model``,
-``losses``, ``decode``); this file only wires them to Ray Train: each worker
-reads the feature dataset, takes its shard of the train split through a
-``DistributedSampler``, wraps the model in DDP (``prepare_model``), and
+``losses``, ``decode``); this file only wires them to Ray Train. With
+``train.ingest: ray_data`` (the default) the driver hands the feature dataset
+to ``TorchTrainer`` as Ray Datasets (``ingest.py``): each worker trains on its
+shard and scores its part of val, inputs and augmentation are built by Ray
+Data, and no worker ever holds the dataset. ``train.ingest: worker`` keeps the
+simple path for small datasets: each worker reads the columnar dataset into
+memory and takes its part of it. Either way the ranks add their metrics up
+(one all-reduce), so every rank takes the same early-stopping decision; rank 0
 reports metrics plus a checkpoint every epoch. A restarted worker (after a
 failure, or ``train.resume_from``) continues from the last checkpoint.
 """
@@ -18,27 +23,51 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
 
 from asl_ray.checkpoint import build_model, latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
 from asl_ray.config import Config, resolve_paths
-from asl_ray.dataset import SignDataset, Splits, collate, fit_standardizer, load_splits
+from asl_ray.dataset import Splits, describe_splits, fit_standardizer, load_splits, vocabulary_of
 from asl_ray.decode import collapse_warning
 from asl_ray.errors import UserError
-from asl_ray.extract import read_features
 from asl_ray.inputs import Standardizer
-from asl_ray.loop import FitState, fit, make_optimizer, make_scheduler, stage_plan
+from asl_ray.loop import BatchSource, FitState, fit, make_optimizer, make_scheduler, memory_batches, stage_plan
 from asl_ray.model import count_parameters
+from asl_ray.storage import absolute, read_features
 from asl_ray.tracking import RunTracker, tracking_uri
 from asl_ray.vocab import Vocabulary
 
 
 def load_data(cfg: Config, vocab: Vocabulary | None = None) -> Splits:
+    """Every train/val sample in memory (columnar): the ``worker`` ingest and evaluation."""
     splits = load_splits(read_features(cfg.extract.output_dir), cfg.train.vocab_size, cfg.features.max_frames, vocab)
     if not splits.train:
         raise UserError("no train samples in the vocabulary: check train.vocab_size and the dataset")
     return splits
+
+
+@dataclass
+class DataSummary:
+    """What training will see, from the metadata columns only (no landmarks read)."""
+
+    vocab: Vocabulary
+    kept: dict[str, int]
+    dropped: dict[str, int]
+
+    def describe(self) -> str:
+        return describe_splits(self.vocab, self.kept["train"], self.kept["val"], self.dropped)
+
+
+def data_summary(cfg: Config, vocab: Vocabulary | None = None) -> DataSummary:
+    from asl_ray.ingest import split_counts
+
+    table = read_features(cfg.extract.output_dir, columns=["video_id", "gloss", "split"])
+    vocab = vocab or vocabulary_of(table, cfg.train.vocab_size)
+    kept, dropped = split_counts(table, vocab)
+    if not kept["train"]:
+        raise UserError("no train samples in the vocabulary: check train.vocab_size and the dataset")
+    return DataSummary(vocab, kept, dropped)
 
 
 def epoch_line(m: dict[str, float], total: int) -> str:
@@ -55,18 +84,53 @@ def emit(line: str) -> None:
     print(line, file=sys.__stdout__, flush=True)
 
 
+def _quiet_ray_train_logs() -> None:
+    """Ray Train logs every report and checkpoint at INFO (some of its loggers
+    are named after their file); our epoch line already says it."""
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("ray.train") or "ray/train/" in name:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@dataclass
+class WorkerData:
+    vocab: Vocabulary
+    standardizer: Standardizer
+    train: BatchSource
+    val: Any  # () -> batches of this rank's part of val, or None
+    counts: dict[str, int]
+    description: str
+
+
+def _worker_data(cfg: Config, loop_config: dict[str, Any], loaded: Any, rank: int, world: int) -> WorkerData:
+    if cfg.train.ingest == "ray_data":
+        from asl_ray.ingest import worker_sources
+
+        vocab = Vocabulary(tuple(loop_config["glosses"]))
+        standardizer = Standardizer(np.asarray(loop_config["mean"], np.float32),
+                                    np.asarray(loop_config["std"], np.float32))
+        train, val = worker_sources(cfg, rank)
+        counts = dict(loop_config["counts"])
+        return WorkerData(vocab, standardizer, train, val, counts, loop_config["description"])
+    splits = load_data(cfg, loaded.vocab if loaded else None)
+    standardizer = loaded.standardizer if loaded else fit_standardizer(splits.train, cfg.features)
+    train = memory_batches(splits.train, cfg.features, standardizer, cfg.train.batch_size, cfg.train.augment,
+                           cfg.train.seed, rank, world)
+    mine = splits.val[rank::world]  # each rank scores its part; the metrics are added up
+    val = (lambda: memory_batches(mine, cfg.features, standardizer, 64)(0, splits.vocab.num_glosses)
+           ) if splits.val else None
+    counts = {"train": len(splits.train), "val": len(splits.val), "dropped": sum(splits.dropped.values())}
+    return WorkerData(splits.vocab, standardizer, train, val, counts, splits.describe())
+
+
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker function: the adapter between Ray and ``loop.fit``."""
     import ray.train
     import ray.train.torch
 
-    # Ray Train logs every report and checkpoint at INFO (one logger is named
-    # after its file); our epoch line already says it.
-    from ray.train.v2._internal.execution import context as _train_context
+    from asl_ray.ingest import all_reduce_metrics
 
-    for name in ("ray.train", _train_context.__file__):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
+    _quiet_ray_train_logs()
     cfg = Config.model_validate(loop_config["cfg"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -80,9 +144,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     elif loop_config.get("resume_from"):
         resume_dir = loop_config["resume_from"]
     loaded = load_checkpoint(resume_dir, with_state=True) if resume_dir else None
-    splits = load_data(cfg, loaded.vocab if loaded else None)
-    standardizer = loaded.standardizer if loaded else fit_standardizer(splits.train, cfg.features)
-    num_classes = splits.vocab.num_glosses
+    data = _worker_data(cfg, loop_config, loaded, rank, world)
+    num_classes = data.vocab.num_glosses
 
     model: torch.nn.Module = ray.train.torch.prepare_model(loaded.model if loaded else build_model(cfg, num_classes))
     optimizer = make_optimizer(model, cfg.train)
@@ -101,26 +164,27 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if rank == 0 and loop_config.get("mlflow_run_id"):
         tracker = RunTracker.attach(loop_config["mlflow_uri"], loop_config["mlflow_run_id"])
         tracker.log_params({"num_parameters": count_parameters(unwrap(model)),
-                            "train_samples": len(splits.train), "val_samples": len(splits.val),
-                            "num_glosses": num_classes, "dropped_samples": sum(splits.dropped.values())})
+                            "train_samples": data.counts["train"], "val_samples": data.counts["val"],
+                            "num_glosses": num_classes, "dropped_samples": data.counts.get("dropped", 0),
+                            "ingest": cfg.train.ingest})
     if rank == 0:
-        emit(f"train: {splits.describe()}; {count_parameters(unwrap(model)):,} parameters; "
-              f"{world} worker(s) on {device}" + (f"; resuming after epoch {state.epoch}" if loaded else ""))
+        emit(f"train: {data.description}; {count_parameters(unwrap(model)):,} parameters; "
+             f"{world} worker(s) on {device}, ingest {cfg.train.ingest}"
+             + (f"; resuming after epoch {state.epoch}" if loaded else ""))
 
-    def train_loader(samples: Any, epoch: int) -> DataLoader:
-        seed = cfg.train.seed + 1000 * epoch + rank
-        ds = SignDataset(samples, cfg.features, standardizer, cfg.train.augment, seed=seed)
-        sampler: DistributedSampler = DistributedSampler(ds, world, rank, shuffle=True, seed=cfg.train.seed)
-        sampler.set_epoch(epoch)
-        return DataLoader(ds, batch_size=cfg.train.batch_size, sampler=sampler, collate_fn=collate)
+    first_step: list[float] = []
 
-    # Every worker scores the whole (small) val split, so all ranks agree on
-    # val metrics and early stopping without a collective.
-    val_loader = DataLoader(SignDataset(splits.val, cfg.features, standardizer), batch_size=64,
-                            collate_fn=collate) if splits.val else None
+    def train_batches(epoch: int, limit: int) -> Any:
+        for batch in data.train(epoch, limit):
+            if not first_step:
+                first_step.append(time.time())
+            yield batch
 
     def on_epoch_end(st: FitState, metrics: dict[str, float]) -> None:
         metrics = {**metrics, "score": metrics.get("val_top1", metrics["train_top1"])}
+        if first_step and len(first_step) == 1:
+            metrics["first_step_time"] = first_step[0]  # wall clock of the run's first training step
+            first_step.append(0.0)
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
@@ -133,15 +197,17 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             tracker.log_metrics(metrics, step=int(metrics["epoch"]))
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(
-                Path(tmp), cfg, st.model, splits.vocab, standardizer,
+                Path(tmp), cfg, st.model, data.vocab, data.standardizer,
                 {"optimizer": st.optimizer.state_dict(), "scheduler": st.scheduler.state_dict(),
                  "epoch": st.epoch, "best_top1": st.best_top1, "best_epoch": st.best_epoch},
                 st.history,
             )
+            if st.last_val is not None:
+                np.save(Path(tmp) / "val_confusion.npy", st.last_val.confusion())
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    fit(state, cfg.train, splits.train, train_loader, val_loader, num_classes, device, on_epoch_end,
-        amp=device.type == "cuda")
+    fit(state, cfg.train, train_batches, data.val, num_classes, device, on_epoch_end,
+        amp=device.type == "cuda", reduce=all_reduce_metrics(device))
 
 
 def _use_gpu(cfg: Config) -> bool:
@@ -152,18 +218,57 @@ def _use_gpu(cfg: Config) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def _check_room_for_data_prep(cfg: Config, use_gpu: bool) -> None:
+    """Ray Data builds the inputs on CPUs the training workers do not hold: on a
+    fixed-size local Ray with none left over, the first epoch would wait
+    forever. (A cluster may autoscale, so it is not checked there.)"""
+    import os
+
+    import ray
+
+    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        return
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    held = 0.0 if use_gpu else cfg.train.num_workers * cfg.train.cpus_per_worker
+    if cpus - held < cfg.train.prep_cpus:
+        raise UserError(
+            f"train.ingest=ray_data needs train.prep_cpus={cfg.train.prep_cpus:g} CPU(s) beside the "
+            f"{cfg.train.num_workers} worker(s) x train.cpus_per_worker={cfg.train.cpus_per_worker:g}, and this Ray "
+            f"has {cpus:g}: lower train.cpus_per_worker or train.prep_cpus, raise ray.num_cpus, or set "
+            f"train.ingest=worker")
+
+
 def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlflow_uri: str | None = None,
                   callbacks: list[Any] | None = None) -> Any:
     """One function that builds the TorchTrainer; ``train`` and ``tune`` both call it."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    storage = cfg.train.run_dir if "://" in cfg.train.run_dir else str(Path(cfg.train.run_dir).resolve())
+    storage = absolute(cfg.train.run_dir)
     use_gpu = _use_gpu(cfg)
+    loop_config: dict[str, Any] = {"cfg": cfg.model_dump(mode="json"), "mlflow_run_id": mlflow_run_id,
+                                   "mlflow_uri": mlflow_uri, "resume_from": cfg.train.resume_from}
+    datasets, data_config = None, None
+    if cfg.train.ingest == "ray_data":
+        _check_room_for_data_prep(cfg, use_gpu)
+        from asl_ray.ingest import fit_standardizer as stream_standardizer
+        from asl_ray.ingest import sharded_ingest, training_datasets
+
+        # Vocabulary and standardiser are fixed here, once, for every worker
+        # (and every restart): from the checkpoint when resuming.
+        loaded = load_checkpoint(cfg.train.resume_from) if cfg.train.resume_from else None
+        summary = data_summary(cfg, loaded.vocab if loaded else None)
+        standardizer = loaded.standardizer if loaded else stream_standardizer(cfg, summary.vocab)
+        datasets = training_datasets(cfg, summary.vocab, standardizer, with_val=summary.kept["val"] > 0)
+        data_config = sharded_ingest()
+        loop_config |= {"glosses": list(summary.vocab.glosses), "mean": standardizer.mean.tolist(),
+                        "std": standardizer.std.tolist(), "description": summary.describe(),
+                        "counts": {**summary.kept, "dropped": sum(summary.dropped.values())}}
     return TorchTrainer(
         train_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "mlflow_run_id": mlflow_run_id,
-                           "mlflow_uri": mlflow_uri, "resume_from": cfg.train.resume_from},
+        train_loop_config=loop_config,
+        datasets=datasets,
+        dataset_config=data_config,
         scaling_config=ScalingConfig(
             num_workers=cfg.train.num_workers, use_gpu=use_gpu,
             resources_per_worker=None if use_gpu else {"CPU": cfg.train.cpus_per_worker},
@@ -204,8 +309,8 @@ def run_training(cfg: Config, echo: Any = print) -> TrainOutcome:
             echo(f"train: {name} exists; resuming from its latest checkpoint {previous}")
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume_from": str(previous)})})
     # Fail fast (and on the driver, with a one-line error) on data problems.
-    splits = load_data(cfg)
-    echo(f"train: {name}: {splits.describe()}")
+    summary = data_summary(cfg, load_checkpoint(cfg.train.resume_from).vocab if cfg.train.resume_from else None)
+    echo(f"train: {name}: {summary.describe()}")
     init_ray(cfg.ray)
     tracker = RunTracker(cfg, name, tags={"asl_ray.kind": "train"})
     tracker.log_params(_config_params(cfg))
@@ -215,7 +320,7 @@ def run_training(cfg: Config, echo: Any = print) -> TrainOutcome:
     except Exception:
         tracker.end("FAILED")
         raise
-    return finish_run(cfg, name, result, tracker, splits, echo)
+    return finish_run(name, result, tracker, echo)
 
 
 def _config_params(cfg: Config) -> dict[str, str]:
@@ -224,8 +329,7 @@ def _config_params(cfg: Config) -> dict[str, str]:
     return flatten(cfg.model_dump(mode="json"))
 
 
-def finish_run(cfg: Config, name: str, result: Any, tracker: RunTracker, splits: Splits, echo: Any) -> TrainOutcome:
-    from asl_ray.decode import MetricAccumulator
+def finish_run(name: str, result: Any, tracker: RunTracker, echo: Any) -> TrainOutcome:
     from asl_ray.plots import confusion_matrix, training_curves
 
     run_dir = Path(result.path) if "://" not in str(result.path) else Path(tempfile.mkdtemp())
@@ -243,11 +347,10 @@ def finish_run(cfg: Config, name: str, result: Any, tracker: RunTracker, splits:
         loaded = load_checkpoint(best)
         best_metrics = loaded.history[-1] if loaded.history else {}
         curves = training_curves(history or loaded.history, run_dir / "training_curves.png")
-        acc: MetricAccumulator | None = None
-        if splits.val:
-            acc = _val_accumulator(loaded.model, loaded.standardizer, cfg, loaded.vocab, splits)
-        if acc is not None and loaded.vocab.num_glosses <= 100:
-            conf = confusion_matrix(acc.confusion(), loaded.vocab.glosses, run_dir / "confusion_matrix.png",
+        # The val confusion of that epoch, as the workers added it up.
+        cm_file = best / "val_confusion.npy"
+        if cm_file.is_file() and loaded.vocab.num_glosses <= 100:
+            conf = confusion_matrix(np.load(cm_file), loaded.vocab.glosses, run_dir / "confusion_matrix.png",
                                     f"val confusion, best epoch {int(best_metrics.get('epoch', 0))}")
         for art in (curves, conf):
             if art is not None:
@@ -269,17 +372,6 @@ def _local_dir(checkpoint: Any) -> Path:
     if isinstance(checkpoint.filesystem, pafs.LocalFileSystem):
         return Path(checkpoint.path)
     return Path(checkpoint.to_directory())
-
-
-def _val_accumulator(model: torch.nn.Module, standardizer: Standardizer, cfg: Config, vocab: Vocabulary,
-                     splits: Splits) -> Any:
-    from asl_ray.loop import evaluate
-
-    if splits.vocab != vocab:  # a resumed run keeps its checkpoint's vocabulary
-        splits = load_data(cfg, vocab)
-    loader = DataLoader(SignDataset(splits.val, cfg.features, standardizer), batch_size=64, collate_fn=collate)
-    _, acc = evaluate(model, loader, vocab.num_glosses, cfg.train.blank_penalty)
-    return acc
 
 
 def summary_lines(o: TrainOutcome) -> str:

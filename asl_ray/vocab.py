@@ -12,6 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 BLANK = "<blank>"
@@ -23,7 +24,11 @@ class Vocabulary:
 
     @classmethod
     def from_train_glosses(cls, glosses: Iterable[str], size: int | None) -> Vocabulary:
-        counts = Counter(glosses)
+        return cls.from_counts(Counter(glosses), size)
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int], size: int | None) -> Vocabulary:
+        """The ``size`` most frequent glosses of ``gloss -> train samples``."""
         ranked = sorted(counts, key=lambda g: (-counts[g], g))
         return cls(tuple(ranked[:size] if size else ranked))
 
@@ -35,11 +40,12 @@ class Vocabulary:
     def num_glosses(self) -> int:
         return len(self.glosses)
 
+    @cached_property
+    def _ids(self) -> dict[str, int]:
+        return {g: i + 1 for i, g in enumerate(self.glosses)}
+
     def id_of(self, gloss: str) -> int | None:
-        try:
-            return self.glosses.index(gloss) + 1
-        except ValueError:
-            return None
+        return self._ids.get(gloss)
 
     def gloss_of(self, class_id: int) -> str:
         return BLANK if class_id == 0 else self.glosses[class_id - 1]

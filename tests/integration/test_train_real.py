@@ -89,6 +89,7 @@ def test_two_class_check_tracks_everything(asl_features: Path, tmp_path: Path) -
 
 def test_killed_two_worker_run_resumes_from_last_checkpoint(local_ray, asl_features: Path, tmp_path: Path) -> None:
     args = _args(asl_features, tmp_path, "train.name=resume", "train.num_workers=2", "train.epochs=8",
+                 "train.cpus_per_worker=0.5", "train.prep_cpus=0.5",
                  "tracking.enabled=false")
     cmd = [sys.executable, "-m", "asl_ray.cli", "train", *args]
     env = {**os.environ, "RAY_ADDRESS": local_ray.get_runtime_context().gcs_address}

@@ -15,7 +15,7 @@ from asl_ray.dataset import Sample, SignDataset, collate, fit_standardizer
 from asl_ray.decode import single_label_scores
 from asl_ray.features import video_features
 from asl_ray.inputs import BLOCK_SIZES, build_inputs, input_size
-from asl_ray.loop import FitState, evaluate, fit, make_optimizer, make_scheduler, stage_plan
+from asl_ray.loop import FitState, evaluate, fit, make_optimizer, make_scheduler, memory_batches, stage_plan
 from asl_ray.losses import blank_mass, ctc_blank_loss, gloss_smoothing
 from asl_ray.model import SignModel, count_parameters
 from asl_ray.vocab import Vocabulary
@@ -166,13 +166,10 @@ def test_loop_learns_a_toy_problem_and_checkpoint_roundtrips(tmp_path: Path) -> 
     opt = make_optimizer(model, cfg.train)
     state = FitState(model, opt, make_scheduler(opt, cfg.train, cfg.train.epochs))
 
-    def loader(stage: list[Sample], epoch: int) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(SignDataset(stage, cfg.features, std), batch_size=6, shuffle=True,
-                                           collate_fn=collate)
-
+    batches = memory_batches(samples, cfg.features, std, batch_size=6)
     val = torch.utils.data.DataLoader(SignDataset(samples, cfg.features, std), batch_size=18, collate_fn=collate)
     seen: list[float] = []
-    fit(state, cfg.train, samples, loader, val, 3, on_epoch_end=lambda st, m: seen.append(m["val_top1"]))
+    fit(state, cfg.train, batches, lambda: val, 3, on_epoch_end=lambda st, m: seen.append(m["val_top1"]))
     assert len(seen) == 25 and state.epoch == 25
     assert seen[-1] == 1.0 and state.history[-1]["train_loss"] < state.history[0]["train_loss"]
 

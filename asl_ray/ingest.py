@@ -1,0 +1,285 @@
+"""Ray Data edge of training: the feature dataset as Ray Datasets that Ray Train shards.
+
+The driver never loads the samples. It reads the metadata columns to fix the
+vocabulary, fits the standardiser in one streaming Ray Data pass (per-batch
+partial sums added up), and hands ``TorchTrainer`` two lazy datasets:
+
+* ``train``: the Parquet files in a fresh order every epoch
+  (``FileShuffleConfig``, reseeded per execution), each row given a random
+  number by ``ray.data.expressions.random(seed=train.seed)`` (new values every
+  execution, the same values for the same seed), then ``map_batches`` builds
+  the model inputs on Ray Data's CPU workers: the row's random number seeds
+  its augmentation, so every epoch is augmented afresh and a run is
+  repeatable under ``train.seed``;
+* ``val``: the val rows, inputs built the same way without augmentation, once
+  (materialised in the object store before training starts).
+
+Ray Train splits both with ``streaming_split``: train into equal shards (DDP
+needs the same number of steps on every rank), val into shards that together
+hold every row once (``ShardedIngest``), so each rank scores only its part and
+the metrics are added up. Blocks live in the object store, one copy per node,
+and a worker holds only the batches it is about to train on.
+
+Plain numpy does the work (``prepare_table``, ``shard_batches``), so it is
+tested without a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from asl_ray.config import AugmentConfig, Config, FeaturesConfig
+from asl_ray.dataset import length_batches, list_buffer, pad_batch, prepare_inputs
+from asl_ray.features import NUM_LANDMARKS
+from asl_ray.inputs import Standardizer, StandardizerSums, build_inputs, resample
+from asl_ray.loop import Batch, BatchSource
+from asl_ray.schema import STATUS_OK
+from asl_ray.storage import parquet_files, repeated_rows
+from asl_ray.vocab import Vocabulary
+
+READ_COLUMNS = ["video_id", "gloss", "split", "status", "fps", "num_frames", "landmarks"]
+SEED_COLUMN = "aug_seed"
+
+
+def _rows(table: pa.Table, vocab: Vocabulary) -> tuple[list[np.ndarray], np.ndarray, list[Any], np.ndarray]:
+    """Landmark views, vocabulary ids, fps and (if present) augmentation seeds of
+    the rows whose gloss is in the vocabulary."""
+    labels = np.array([vocab.id_of(g) or 0 for g in table.column("gloss").to_pylist()], np.int64)
+    keep = np.flatnonzero(labels > 0)
+    values, offsets = list_buffer(table.column("landmarks"))
+    values = values.astype(np.float32, copy=False)
+    views = [values[offsets[i]:offsets[i + 1]].reshape(-1, NUM_LANDMARKS, 3) for i in keep]
+    fps = table.column("fps").to_pylist()
+    seeds = (table.column(SEED_COLUMN).to_numpy() if SEED_COLUMN in table.column_names
+             else np.zeros(table.num_rows))
+    return views, labels[keep], [fps[i] for i in keep], seeds[keep]
+
+
+def prepare_table(table: pa.Table, features: FeaturesConfig, standardizer: Standardizer, vocab: Vocabulary,
+                  augment_cfg: AugmentConfig | None = None, seed: int = 0) -> pa.Table:
+    """Feature rows -> model-input rows ``x`` (T·F float32, row-major), ``frames`` (T), ``label``.
+
+    Rows outside the vocabulary are dropped. With ``augment_cfg`` each row's
+    augmentation draws from a generator seeded by ``seed`` and the row's
+    ``aug_seed`` value.
+    """
+    views, labels, fps, seeds = _rows(table, vocab)
+    xs = []
+    for lm, f, u in zip(views, fps, seeds, strict=True):
+        rng = np.random.default_rng([seed, int(u * 2**53)]) if augment_cfg is not None else None
+        xs.append(prepare_inputs(lm, f, features, standardizer, augment_cfg, rng).ravel())
+    frames = np.array([len(x) for x in xs], np.int64) // max(_width(features), 1)
+    offsets = np.zeros(len(xs) + 1, np.int64)
+    np.cumsum([len(x) for x in xs], out=offsets[1:])
+    flat = np.concatenate(xs) if xs else np.zeros(0, np.float32)
+    return pa.table({
+        "x": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32())),
+        "frames": pa.array(frames, pa.int32()),
+        "label": pa.array(labels, pa.int64()),
+    })
+
+
+def _width(features: FeaturesConfig) -> int:
+    from asl_ray.inputs import input_size
+
+    return input_size(features.inputs)
+
+
+def standardizer_sums_table(table: pa.Table, features: FeaturesConfig, vocab: Vocabulary) -> pa.Table:
+    """One row of partial standardiser sums over a batch of feature rows."""
+    views, _, fps, _ = _rows(table, vocab)
+    sums = StandardizerSums()
+    for lm, f in zip(views, fps, strict=True):
+        sums.add(build_inputs(resample(lm, features.max_frames), f, features.inputs))
+    width = _width(features)
+    total = sums.total if sums.total is not None else np.zeros(width)
+    squares = sums.squares if sums.squares is not None else np.zeros(width)
+    return pa.table({"count": [sums.count], "total": [total.tolist()], "squares": [squares.tolist()]})
+
+
+def shard_batches(batches: Iterable[pa.Table], batch_size: int, width: int, rng: np.random.Generator,
+                  by_length: bool, limit: int | None = None) -> Iterator[Batch]:
+    """Padded batches from chunks of prepared rows: rows above the vocabulary
+    ``limit`` (a curriculum stage) left out, rows of similar length together
+    when ``by_length``."""
+    for chunk in batches:
+        labels = chunk.column("label").to_numpy()
+        frames = chunk.column("frames").to_numpy()
+        values, offsets = list_buffer(chunk.column("x"))
+        keep = np.flatnonzero(labels <= limit) if limit is not None else np.arange(len(labels))
+        for idx in length_batches(frames[keep], batch_size, rng, by_length):
+            rows = keep[idx]
+            xs = [values[offsets[i]:offsets[i + 1]].reshape(-1, width) for i in rows]
+            yield pad_batch(xs, labels[rows])
+
+
+# ----------------------------------------------------------------------------- Ray edge
+
+
+def read_split(cfg: Config, split: str, shuffle_files: bool) -> Any:
+    """The ok rows of one split as a lazy Ray Dataset (only the columns training needs)."""
+    import ray.data
+    from ray.data import FileShuffleConfig
+    from ray.data.expressions import col
+
+    loc, files = parquet_files(cfg.extract.output_dir)
+    repeats = repeated_rows(cfg.extract.output_dir)
+    shuffle = FileShuffleConfig(seed=cfg.train.seed, reseed_after_execution=True) if shuffle_files else None
+    ds = ray.data.read_parquet(files, filesystem=loc.fs, columns=READ_COLUMNS, shuffle=shuffle,
+                               include_paths=bool(repeats))
+    ds = ds.filter(expr=(col("status") == STATUS_OK) & (col("split") == split))
+    if repeats:
+        # A video re-extracted into a later file counts once, as read_features has it.
+        ds = ds.map_batches(_drop_repeats, fn_kwargs={"keeper": repeats}, batch_format="pyarrow")
+    return ds
+
+
+def _drop_repeats(table: Any, keeper: Any = None) -> Any:
+    ids, paths = table.column("video_id").to_pylist(), table.column("path").to_pylist()
+    keep = [keeper.get(v, p) == p for v, p in zip(ids, paths, strict=True)]
+    return table.filter(pa.array(keep)).drop_columns(["path"])
+
+
+def _prepare_batch(table: pa.Table, features: dict[str, Any], mean: list[float], std: list[float],
+                   glosses: list[str], augment: dict[str, Any] | None, seed: int) -> pa.Table:
+    return prepare_table(table, FeaturesConfig.model_validate(features),
+                         Standardizer(np.asarray(mean, np.float32), np.asarray(std, np.float32)),
+                         Vocabulary(tuple(glosses)),
+                         AugmentConfig.model_validate(augment) if augment is not None else None, seed)
+
+
+def _sums_batch(table: pa.Table, features: dict[str, Any], glosses: list[str]) -> pa.Table:
+    return standardizer_sums_table(table, FeaturesConfig.model_validate(features), Vocabulary(tuple(glosses)))
+
+
+def fit_standardizer(cfg: Config, vocab: Vocabulary) -> Standardizer:
+    """The standardiser of the train split in one streaming Ray Data pass."""
+    ds = read_split(cfg, "train", shuffle_files=False).map_batches(
+        _sums_batch, fn_kwargs={"features": cfg.features.model_dump(mode="json"), "glosses": list(vocab.glosses)},
+        batch_format="pyarrow", batch_size=256, num_cpus=cfg.train.prep_cpus)
+    sums = StandardizerSums()
+    for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in part.to_pylist():
+            sums.merge(StandardizerSums(int(row["count"]), np.asarray(row["total"]), np.asarray(row["squares"])))
+    return sums.standardizer()
+
+
+def training_datasets(cfg: Config, vocab: Vocabulary, standardizer: Standardizer, with_val: bool) -> dict[str, Any]:
+    """``{"train": ..., "val": ...}`` for ``TorchTrainer(datasets=...)``."""
+    from ray.data import DataContext
+    from ray.data.expressions import random
+
+    # Our epoch lines say what happens; Ray Data's per-execution banners would
+    # repeat every epoch (datasets take a copy of the current context).
+    ctx = DataContext.get_current()
+    ctx.print_on_execution_start = False
+    ctx.enable_progress_bars = False
+    kwargs = {"features": cfg.features.model_dump(mode="json"), "mean": standardizer.mean.tolist(),
+              "std": standardizer.std.tolist(), "glosses": list(vocab.glosses), "seed": cfg.train.seed}
+    aug = cfg.train.augment.model_dump(mode="json") if cfg.train.augment.enabled else None
+    train = (read_split(cfg, "train", shuffle_files=True)
+             .with_column(SEED_COLUMN, random(seed=cfg.train.seed))
+             .map_batches(_prepare_batch, fn_kwargs={**kwargs, "augment": aug}, batch_format="pyarrow",
+                          batch_size=64, num_cpus=cfg.train.prep_cpus))
+    out = {"train": train}
+    if with_val:
+        # Val inputs never change: built once, kept in the object store (one
+        # copy per node), read by every epoch's evaluation.
+        out["val"] = read_split(cfg, "val", shuffle_files=False).map_batches(
+            _prepare_batch, fn_kwargs={**kwargs, "augment": None}, batch_format="pyarrow", batch_size=64,
+            num_cpus=cfg.train.prep_cpus).materialize()
+    return out
+
+
+def sharded_ingest() -> Any:
+    """Ray Train's ``DataConfig``, with every dataset but ``train`` split so that
+    the shards hold each row exactly once (``equal=False``): evaluation must
+    see every val sample, while train shards stay equal for DDP. Rows come out
+    in a defined order (``preserve_order``), so a run is repeatable under
+    ``train.seed`` even though the files are read in parallel."""
+    from ray.train import DataConfig
+
+    class ShardedIngest(DataConfig):
+        def configure(self, datasets: dict[str, Any], world_size: int, worker_handles: Any,
+                      worker_node_ids: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            out = super().configure({k: v for k, v in datasets.items() if k == "train"}, world_size,
+                                    worker_handles, worker_node_ids, **kwargs)
+            for name, ds in datasets.items():
+                if name == "train":
+                    continue
+                ds = ds.copy(ds)
+                ds.context.execution_options = self._resolve_execution_options(name)
+                for i, split in enumerate(ds.streaming_split(world_size, equal=False,
+                                                             locality_hints=worker_node_ids)):
+                    out[i][name] = split
+            return out
+
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return ShardedIngest(execution_options=options)
+
+
+def worker_sources(cfg: Config, rank: int) -> tuple[BatchSource, Any]:
+    """This worker's train :data:`BatchSource` and val batches, from its dataset shards."""
+    import ray.train
+
+    width = _width(cfg.features)
+    train_shard = ray.train.get_dataset_shard("train")
+    t = cfg.train
+    chunk = t.batch_size * t.bucket_batches
+
+    def train_batches(epoch: int, limit: int) -> Iterator[Batch]:
+        rows = train_shard.iter_batches(batch_size=chunk, batch_format="pyarrow", prefetch_batches=2,
+                                        local_shuffle_buffer_size=max(t.shuffle_buffer, chunk) or None,
+                                        local_shuffle_seed=t.seed * 100_003 + epoch * 101 + rank)
+        rng = np.random.default_rng([t.seed, epoch, rank])
+        yield from shard_batches(rows, t.batch_size, width, rng, t.bucket_batches > 1, limit)
+
+    val_shard = None
+    try:
+        val_shard = ray.train.get_dataset_shard("val")
+    except KeyError:
+        val_shard = None
+
+    def val_batches() -> Iterator[Batch]:
+        assert val_shard is not None
+        rows = val_shard.iter_batches(batch_size=64, batch_format="pyarrow", prefetch_batches=2)
+        yield from shard_batches(rows, 64, width, np.random.default_rng(0), by_length=False)
+
+    return train_batches, (val_batches if val_shard is not None else None)
+
+
+def all_reduce_metrics(device: torch.device) -> Any:
+    """Adds the ranks' metric accumulators up (one all-reduce of their vectors)."""
+    import torch.distributed as dist
+
+    from asl_ray.decode import MetricAccumulator
+
+    def reduce(acc: MetricAccumulator) -> MetricAccumulator:
+        if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+            return acc
+        vec = torch.from_numpy(acc.to_vector())
+        if dist.get_backend() == "nccl":
+            vec = vec.to(device)
+        dist.all_reduce(vec)
+        return MetricAccumulator.from_vector(acc.num_classes, vec.cpu().numpy())
+
+    return reduce
+
+
+def split_counts(table: pa.Table, vocab: Vocabulary) -> tuple[dict[str, int], dict[str, int]]:
+    """(samples in the vocabulary, samples dropped) per split, from the gloss/split columns."""
+    kept: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    in_vocab = pc.is_in(table.column("gloss"), pa.array(list(vocab.glosses)))
+    for split in ("train", "val"):
+        is_split = pc.equal(table.column("split"), split)
+        kept[split] = int(pc.sum(pc.and_(is_split, in_vocab)).as_py() or 0)
+        dropped[split] = int(pc.sum(is_split).as_py() or 0) - kept[split]
+    return kept, dropped

@@ -1,0 +1,168 @@
+"""Reading and writing the Parquet feature dataset, local path or URI alike. No Ray.
+
+Every reader and writer of ``extract.output_dir`` goes through here, so no
+other module asks whether a location "contains ://": ``pyarrow.fs`` resolves
+a local folder and an ``s3://`` / ``gs://`` URI to a filesystem and a path,
+and the same code lists, reads and writes both.
+
+A feature dataset is a folder of ``part-*.parquet`` files. A writer puts a
+file under a temporary name and renames it into place (on object stores a
+put is already all-or-nothing), so readers only ever see complete files;
+temporary leftovers of a killed writer are ignored, and removed by the next
+writer on a local disk.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from asl_ray.errors import UserError
+from asl_ray.schema import FEATURE_SCHEMA, STATUS_OK
+
+TMP_MARK = ".tmp-"
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def absolute(location: str) -> str:
+    """A local path made absolute (workers do not share the driver's working folder); URIs as given."""
+    return location if is_uri(location) else str(Path(location).resolve())
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder on some filesystem: ``fs`` plus the path that ``fs`` understands."""
+
+    fs: pafs.FileSystem
+    path: str
+    original: str
+
+    @classmethod
+    def of(cls, location: str) -> Location:
+        if is_uri(location):
+            try:
+                fs, path = pafs.FileSystem.from_uri(location)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+                raise UserError(f"{location}: not a storage location pyarrow can open ({exc})") from None
+            return cls(fs, path.rstrip("/"), location)
+        return cls(pafs.LocalFileSystem(), str(Path(location).resolve()), location)
+
+    def child(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def uri_of(self, path: str) -> str:
+        """A path of this filesystem as the user would write it (URI or local path)."""
+        if not is_uri(self.original):
+            return path
+        return f"{self.original.rstrip('/')}/{path[len(self.path):].lstrip('/')}"
+
+    def makedirs(self) -> None:
+        self.fs.create_dir(self.path, recursive=True)
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+
+def parquet_files(location: str) -> tuple[Location, list[str]]:
+    """The complete Parquet files of a feature dataset, in name order (paths of ``fs``)."""
+    loc = Location.of(location)
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+                   and TMP_MARK not in i.base_name)
+    return loc, files
+
+
+def remove_leftovers(location: str) -> int:
+    """Delete temporary files of a writer that was killed mid-write; how many."""
+    loc = Location.of(location)
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
+    leftovers = [i.path for i in infos if i.type == pafs.FileType.File and TMP_MARK in i.base_name]
+    for path in leftovers:
+        loc.fs.delete_file(path)
+    return len(leftovers)
+
+
+def write_atomically(table: pa.Table, location: str, name: str) -> str:
+    """Write ``table`` as ``location/name``: complete or not at all."""
+    loc = Location.of(location)
+    final = loc.child(name)
+    if is_uri(location):  # object stores: a put is already all-or-nothing
+        pq.write_table(table, final, filesystem=loc.fs)
+        return loc.uri_of(final)
+    tmp = loc.child(f"{name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    pq.write_table(table, tmp, filesystem=loc.fs)
+    loc.fs.move(tmp, final)
+    return final
+
+
+def _read_file(loc: Location, path: str, columns: list[str] | None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns, schema=FEATURE_SCHEMA, filesystem=loc.fs)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UserError(f"{loc.uri_of(path)}: not a readable feature-dataset Parquet file "
+                        f"({str(exc).splitlines()[0][:200]}); delete it and re-run `asl-ray extract`") from None
+
+
+def read_features(location: str, columns: list[str] | None = None, status: str | None = STATUS_OK) -> pa.Table:
+    """The feature dataset as one table, one row per video (the later file wins).
+
+    Columns not asked for are never read: the ``landmarks`` lists are most of
+    the bytes, and metadata passes (vocabulary, splits) skip them.
+    """
+    loc, files = parquet_files(location)
+    wanted = None if columns is None else list(dict.fromkeys([*columns, "video_id", "status"]))
+    if not files:
+        empty = FEATURE_SCHEMA.empty_table()
+        return empty if columns is None else empty.select(columns)
+    table = pa.concat_tables(_read_file(loc, f, wanted) for f in files)
+    if status is not None:
+        table = table.filter(pc.equal(table.column("status"), status))
+    table = drop_repeats(table)
+    return table if columns is None else table.select(columns)
+
+
+def drop_repeats(table: pa.Table) -> pa.Table:
+    """Keep the last row of every video_id (a video re-extracted into a later file)."""
+    ids = table.column("video_id")
+    if pc.count_distinct(ids).as_py() == table.num_rows:
+        return table
+    last = {v: i for i, v in enumerate(ids.to_pylist())}
+    return table.take(sorted(last.values()))
+
+
+def repeated_rows(location: str) -> dict[str, str]:
+    """video_id -> the file whose row counts, for videos present in more than one file."""
+    loc, files = parquet_files(location)
+    seen: dict[str, str] = {}
+    repeated: set[str] = set()
+    for f in files:
+        for vid in _read_file(loc, f, ["video_id"]).column("video_id").to_pylist():
+            if vid in seen:
+                repeated.add(vid)
+            seen[vid] = f
+    return {v: seen[v] for v in repeated}
+
+
+def scan(location: str, columns: list[str], filter: pc.Expression | None = None,
+         batch_rows: int = 1024) -> Iterator[pa.RecordBatch]:
+    """Record batches of the chosen columns, one file at a time (bounded memory);
+    a file that cannot be read is named in a one-line error."""
+    loc, files = parquet_files(location)
+    for f in files:
+        try:
+            frag = pads.dataset(f, schema=FEATURE_SCHEMA, format="parquet", filesystem=loc.fs)
+            yield from frag.to_batches(columns=columns, filter=filter, batch_size=batch_rows)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise UserError(f"{loc.uri_of(f)}: not a readable feature-dataset Parquet file "
+                            f"({str(exc).splitlines()[0][:200]}); delete it and re-run `asl-ray extract`") from None
