@@ -183,7 +183,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     def on_epoch_end(st: FitState, metrics: dict[str, float]) -> None:
         metrics = {**metrics, "score": metrics.get("val_top1", metrics["train_top1"])}
         if first_step and len(first_step) == 1:
-            metrics["first_step_time"] = first_step[0]  # wall clock of the run's first training step
+            # Wall clock of the run's first training step (benchmarks/scale.py reads it from the history).
+            metrics["first_step_time"] = st.history[-1]["first_step_time"] = first_step[0]
             first_step.append(0.0)
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)

@@ -6,7 +6,8 @@ Samples/s of training epochs with
   (1) the plain PyTorch loop (`loop.train_epoch`), one thread, default
       (masked) BiLSTM, and the same loop with packed and with plain padded
       sequences;
-  (3) Ray Train, 1 worker (1 CPU), the real `train_worker` adapter;
+  (3) Ray Train, 1 worker (1 CPU), the real `train_worker` adapter with
+      `train.ingest=worker` (the data in the worker's memory, as in (1));
   (4) Ray Train, 2 workers (1 CPU each, DDP over gloo).
 Ray Train figures are per-epoch times taken from the workers' own reports
 (process start-up excluded); the wall time of the whole fit is printed too.
@@ -75,7 +76,10 @@ def main() -> None:
     from asl_ray.raylocal import init_ray
     from asl_ray.trainer import load_data
 
-    cfg = resolve_paths(load_config(args.config, [f"train.vocab_size={args.vocab_size}",
+    # train.ingest=worker: this benchmark measures Ray Train's own overhead
+    # against the plain loop on the same in-memory data (benchmarks/scale.py
+    # measures the Ray Data ingest).
+    cfg = resolve_paths(load_config(args.config, [f"train.vocab_size={args.vocab_size}", "train.ingest=worker",
                                                   "tracking.enabled=false", "train.checkpoints_to_keep=1"]))
     splits = load_data(cfg)
     std = fit_standardizer(splits.train, cfg.features)
