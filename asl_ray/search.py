@@ -100,7 +100,9 @@ def _concurrency(cfg: Config) -> int:
     res = ray.cluster_resources()
     if cfg.train.use_gpu or (cfg.train.use_gpu is None and res.get("GPU", 0) > 0):
         return max(1, int(res.get("GPU", 0) // cfg.train.num_workers))
-    return max(1, int(res.get("CPU", 1) // (cfg.train.num_workers * cfg.train.cpus_per_worker)))
+    # A Ray Data ingest also needs CPUs for building inputs beside each trial's workers.
+    prep = cfg.train.prep_cpus if cfg.train.ingest == "ray_data" else 0.0
+    return max(1, int(res.get("CPU", 1) // (cfg.train.num_workers * cfg.train.cpus_per_worker + prep)))
 
 
 def _progress_callback(echo: Any, total: int, max_t: int) -> Any:

@@ -159,3 +159,20 @@ def test_a_later_file_wins_for_a_repeated_video(tmp_path: Path, table: pa.Table)
     repeats = repeated_rows(str(tmp_path))
     assert set(repeats) == set(again.column("video_id").to_pylist())
     assert all(p.endswith("part-b.parquet") for p in repeats.values())
+
+
+def test_empty_dataset_and_no_train_rows_are_one_line_errors(tmp_path: Path, table: pa.Table) -> None:
+    from asl_ray.config import load_config
+    from asl_ray.trainer import data_summary
+
+    cfg = load_config(None, ["data.wlasl_json=x.json", f"extract.output_dir={tmp_path}"])
+    with pytest.raises(UserError, match="no ok rows: run `asl-ray extract` first"):
+        data_summary(cfg)
+    val_only = table.filter(pa.compute.equal(table.column("split"), "val"))
+    write_atomically(val_only, str(tmp_path), "part-val.parquet")
+    with pytest.raises(UserError, match="no train split rows"):
+        data_summary(cfg)
+    write_atomically(table, str(tmp_path), "part-all.parquet")
+    assert data_summary(cfg).kept["train"] == sum(s == "train" for s in table.column("split").to_pylist())
+    with pytest.raises(UserError, match="no train samples in the vocabulary"):
+        data_summary(cfg, Vocabulary(("not-a-gloss",)))
