@@ -163,7 +163,7 @@ def test_two_training_workers_across_two_nodes(cluster: dict[str, str], tmp_path
     cfg = load_config(ROOT / "configs/asl_signs.yaml", [
         f"extract.output_dir={feats}", f"train.run_dir={tmp_path / 'runs'}", "train.name=two-nodes",
         "train.num_workers=2", "train.epochs=2", "tracking.enabled=false",
-        "train.cpus_per_worker=0.6", "train.prep_cpus=0.4"])
+        "train.ingest=worker"])
     outcome = run_training(cfg, echo=lambda _: None)
     assert len(outcome.history) == 2
     workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True)
@@ -223,7 +223,7 @@ def test_killed_training_worker_resumes_from_checkpoint(cluster: dict[str, str],
     cfg = load_config(ROOT / "configs/asl_signs.yaml", [
         f"extract.output_dir={feats}", f"train.run_dir={tmp_path / 'runs'}", "train.name=fault",
         "train.num_workers=2", "train.epochs=6", "train.max_failures=2", "tracking.enabled=false",
-        "train.cpus_per_worker=0.6", "train.prep_cpus=0.4"])
+        "train.ingest=worker"])
     killed: list[int] = []
     done = lambda: len([p for p in run.glob("checkpoint_*") if p.is_dir()]) >= 2  # noqa: E731
     thread = _kill_when(done, "RayTrainWorker", killed)
