@@ -35,9 +35,8 @@ import pyarrow.compute as pc
 import torch
 
 from asl_ray.config import AugmentConfig, Config, FeaturesConfig
-from asl_ray.dataset import length_batches, list_buffer, pad_batch, prepare_inputs
-from asl_ray.features import NUM_LANDMARKS
-from asl_ray.inputs import Standardizer, StandardizerSums, build_inputs, resample
+from asl_ray.dataset import landmark_views, length_batches, list_buffer, pad_batch, prepare_inputs
+from asl_ray.inputs import Standardizer, StandardizerSums, build_inputs, input_size, resample
 from asl_ray.loop import Batch, BatchSource
 from asl_ray.schema import STATUS_OK
 from asl_ray.storage import parquet_files, repeated_rows
@@ -52,9 +51,8 @@ def _rows(table: pa.Table, vocab: Vocabulary) -> tuple[list[np.ndarray], np.ndar
     the rows whose gloss is in the vocabulary."""
     labels = np.array([vocab.id_of(g) or 0 for g in table.column("gloss").to_pylist()], np.int64)
     keep = np.flatnonzero(labels > 0)
-    values, offsets = list_buffer(table.column("landmarks"))
-    values = values.astype(np.float32, copy=False)
-    views = [values[offsets[i]:offsets[i + 1]].reshape(-1, NUM_LANDMARKS, 3) for i in keep]
+    all_views = landmark_views(table)
+    views = [all_views[i] for i in keep]
     fps = table.column("fps").to_pylist()
     seeds = (table.column(SEED_COLUMN).to_numpy() if SEED_COLUMN in table.column_names
              else np.zeros(table.num_rows))
@@ -86,8 +84,6 @@ def prepare_table(table: pa.Table, features: FeaturesConfig, standardizer: Stand
 
 
 def _width(features: FeaturesConfig) -> int:
-    from asl_ray.inputs import input_size
-
     return input_size(features.inputs)
 
 
