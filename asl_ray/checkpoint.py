@@ -24,6 +24,7 @@ from asl_ray.config import Config, dump_config, load_config
 from asl_ray.errors import UserError
 from asl_ray.inputs import Standardizer, input_size
 from asl_ray.model import SignModel
+from asl_ray.storage import absolute, is_file, join, local_folder, read_text, subfolders
 from asl_ray.vocab import Vocabulary
 
 
@@ -55,6 +56,9 @@ def save_checkpoint(
     return folder
 
 
+CHECKPOINT_FILES = ("model.pt", "state.pt", "history.json", "config.yaml")
+
+
 @dataclass
 class LoadedCheckpoint:
     cfg: Config
@@ -65,42 +69,62 @@ class LoadedCheckpoint:
     history: list[dict[str, float]]
 
 
-def latest_checkpoint(run_path: Path) -> Path | None:
-    """The checkpoint folder of ``run_path`` with the most epochs done, if any.
+def _complete_checkpoints(run_location: str) -> list[tuple[str, list[dict[str, float]]]]:
+    """(folder, history) of every complete checkpoint folder of a run folder."""
+    found = []
+    for folder in subfolders(run_location, "checkpoint_"):
+        if not all(is_file(join(folder, f)) for f in CHECKPOINT_FILES):
+            continue
+        try:
+            found.append((folder, list(json.loads(read_text(join(folder, "history.json")) or ""))))
+        except ValueError:
+            continue
+    return found
+
+
+def latest_checkpoint(run_location: Path | str) -> str | None:
+    """The checkpoint folder of a run folder (local path or URI) with the most
+    epochs done, if any: the one to resume from.
 
     Only complete folders count (all files present), so a checkpoint cut off
     by a killed run is never resumed from.
     """
-    best: tuple[int, Path] | None = None
-    needed = ("model.pt", "state.pt", "history.json", "config.yaml")
-    for folder in run_path.glob("checkpoint_*"):
-        if not folder.is_dir() or not all((folder / f).is_file() for f in needed):
-            continue
-        try:
-            epochs = len(json.loads((folder / "history.json").read_text()))
-        except (OSError, ValueError):
-            continue
-        if best is None or epochs > best[0]:
-            best = (epochs, folder)
-    return best[1] if best else None
+    found = _complete_checkpoints(str(run_location))
+    return max(found, key=lambda fh: len(fh[1]))[0] if found else None
 
 
-def resolve_checkpoint(folder: Path | str) -> Path:
-    """A checkpoint folder, or a run folder: its best checkpoint, else its latest."""
-    folder = Path(folder)
-    if (folder / "model.pt").is_file():
-        return folder
-    best = folder / "best_checkpoint.txt"
-    if best.is_file() and (Path(best.read_text().strip()) / "model.pt").is_file():
-        return Path(best.read_text().strip())
-    latest = latest_checkpoint(folder)
-    if latest is None:
-        raise UserError(f"{folder}: neither a checkpoint folder (no model.pt) nor a run folder with checkpoints")
-    return latest
+def best_checkpoint(run_location: Path | str) -> str | None:
+    """The complete checkpoint whose epoch scored best (val top-1, train top-1
+    without val; the later epoch on a tie): a run's model when no
+    ``best_checkpoint.txt`` says so, e.g. a tune trial's."""
+
+    def score(fh: tuple[str, list[dict[str, float]]]) -> tuple[float, int]:
+        last = fh[1][-1] if fh[1] else {}
+        return float(last.get("val_top1", last.get("train_top1", -1.0))), len(fh[1])
+
+    found = _complete_checkpoints(str(run_location))
+    return max(found, key=score)[0] if found else None
 
 
-def load_checkpoint(folder: Path | str, with_state: bool = False) -> LoadedCheckpoint:
-    folder = resolve_checkpoint(folder)
+def resolve_checkpoint(location: Path | str) -> str:
+    """A checkpoint folder, or a run folder: the checkpoint its
+    ``best_checkpoint.txt`` names, else its best-scoring one (local path or
+    URI; the answer is in the same form)."""
+    location = absolute(str(location))
+    if is_file(join(location, "model.pt")):
+        return location
+    marker = (read_text(join(location, "best_checkpoint.txt")) or "").strip()
+    if marker and is_file(join(marker, "model.pt")):
+        return marker
+    best = best_checkpoint(location)
+    if best is None:
+        raise UserError(f"{location}: neither a checkpoint folder (no model.pt) nor a run folder with checkpoints")
+    return best
+
+
+def load_checkpoint(location: Path | str, with_state: bool = False) -> LoadedCheckpoint:
+    """A checkpoint (or a run folder's best one), local or at a URI (downloaded once)."""
+    folder = local_folder(resolve_checkpoint(location))
     cfg = load_config(folder / "config.yaml")
     vocab = Vocabulary.load(folder / "vocab.json")
     model = build_model(cfg, vocab.num_glosses)

@@ -36,12 +36,12 @@ Examples:
 def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``-c/--config`` and repeatable ``--set key=value``, resolved into ``cfg``."""
 
-    @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), required=True,
-                  help="YAML config from configs/.")
+    @click.option("-c", "--config", "config_path", required=True, metavar="PATH|URI",
+                  help="YAML config from configs/ (or a tune's best_config.yaml, local or at a URI).")
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                   help="Override a config value, e.g. --set model.hidden_size=64 (repeatable).")
     @functools.wraps(fn)
-    def wrapper(config_path: Path, overrides: tuple[str, ...], **kwargs: Any) -> Any:
+    def wrapper(config_path: str, overrides: tuple[str, ...], **kwargs: Any) -> Any:
         cfg = load_config(config_path, overrides)
         return fn(cfg, **kwargs)
 
@@ -188,9 +188,9 @@ def show(video: Path, out: Path | None, frames: int) -> None:
 
 
 def _checkpoint_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, file_okay=False),
-                        required=True, help="A checkpoint folder (model.pt, vocab.json, config.yaml), or a "
-                        "run folder: its best checkpoint.")(fn)
+    return click.option("--checkpoint", required=True, metavar="PATH|URI",
+                        help="A checkpoint folder (model.pt, vocab.json, config.yaml), or a run folder: its best "
+                        "checkpoint. A local path or a URI (s3://...).")(fn)
 
 
 def _speeds(text: str | None) -> tuple[float, ...]:
@@ -206,23 +206,26 @@ def _speeds(text: str | None) -> tuple[float, ...]:
 
 
 @main.command(epilog=EPILOG)
-@click.option("--checkpoint", "checkpoints", multiple=True, required=True,
-              type=click.Path(path_type=Path, exists=True, file_okay=False),
+@click.option("--checkpoint", "checkpoints", multiple=True, required=True, metavar="PATH|URI",
               help="A checkpoint folder (model.pt, vocab.json, config.yaml), or a run folder: its best "
-              "checkpoint. Give it several times to evaluate the ensemble (posteriors averaged).")
+              "checkpoint, local or a URI (s3://...). Give it several times to evaluate the ensemble "
+              "(posteriors averaged).")
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
 @click.option("--tta-speeds", default=None, metavar="S1,S2,...",
               help="Test-time augmentation: average over the sequence played at these speeds, e.g. 0.9,1,1.1.")
 @click.option("--features", "features_dir", default=None, help="Feature dataset (default: the run's own).")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", default=None, metavar="PATH|URI",
               help="Folder for confusion_matrix.png and per_class.csv (default: next to the first checkpoint).")
 @click.option("--show", default=15, show_default=True, help="How many of the worst glosses to print.")
-def evaluate(checkpoints: tuple[Path, ...], split: str, tta_speeds: str | None, features_dir: str | None,
-             out: Path | None, show: int) -> None:
+def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, features_dir: str | None,
+             out: str | None, show: int) -> None:
     """Top-1, top-5, mean per-class accuracy and a per-class table of a checkpoint (or an ensemble)."""
+    import tempfile
+
     from asl_ray.checkpoint import load_checkpoint, resolve_checkpoint
     from asl_ray.evaluation import evaluate_checkpoint, evaluate_ensemble
     from asl_ray.plots import confusion_matrix
+    from asl_ray.storage import join, put_file, write_text
 
     speeds = _speeds(tta_speeds)
     cks = [load_checkpoint(c) for c in checkpoints]
@@ -242,21 +245,24 @@ def evaluate(checkpoints: tuple[Path, ...], split: str, tta_speeds: str | None, 
         click.echo(f"{gloss:<16} {count:>3} {acc:>6.0%}  {confused}")
     if len(ev.per_class) > show:
         click.echo(f"... {len(ev.per_class) - show} more glosses in per_class.csv")
+    # Next to the checkpoint (local folder or URI) unless --out says otherwise.
     resolved = resolve_checkpoint(checkpoints[0])
-    out = out or resolved.parent / (f"eval-{resolved.name}-{split}" if single else f"eval-ensemble-{split}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "per_class.csv").write_text("gloss,samples,top1,most_confused_with\n" + "".join(
+    parent, ck_name = resolved.rstrip("/").rsplit("/", 1)
+    where = str(out) if out else join(parent, f"eval-{ck_name}-{split}" if single else f"eval-ensemble-{split}")
+    csv = write_text(join(where, "per_class.csv"), "gloss,samples,top1,most_confused_with\n" + "".join(
         f"{g},{c},{a:.4f},{x}\n" for g, c, a, x in ev.per_class))
-    png = confusion_matrix(ev.confusion, cks[0].vocab.glosses, out / "confusion_matrix.png",
-                           f"{split} confusion{what.replace(' | ', ', ')}")
-    click.echo(f"wrote {out / 'per_class.csv'} and {png}")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = put_file(confusion_matrix(ev.confusion, cks[0].vocab.glosses, Path(tmp) / "confusion_matrix.png",
+                                        f"{split} confusion{what.replace(' | ', ', ')}"),
+                       join(where, "confusion_matrix.png"))
+    click.echo(f"wrote {csv} and {png}")
 
 
 @main.command(epilog=EPILOG)
 @_checkpoint_option
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-k", "--top", default=5, show_default=True, help="How many glosses to show per video.")
-def predict(checkpoint: Path, videos: tuple[Path, ...], top: int) -> None:
+def predict(checkpoint: str, videos: tuple[Path, ...], top: int) -> None:
     """Top-k glosses with probabilities for each VIDEO (extracted like the dataset)."""
     from asl_ray.checkpoint import load_checkpoint
     from asl_ray.evaluation import predict_videos

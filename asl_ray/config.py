@@ -166,7 +166,8 @@ class TrainConfig(_Section):
         8, ge=1, description="rows of this many batches are sorted by length and cut into batches (less padding); "
         "1 = no grouping"
     )
-    use_gpu: bool | None = Field(None, description="None = use GPUs when the cluster has them")
+    use_gpu: bool | None = Field(None, description="None = use GPUs when the cluster has them or its "
+                                  "autoscaler can start GPU nodes (ray up clusters)")
     max_failures: int = Field(2, ge=-1, description="worker failures to recover from the last checkpoint")
     resume_from: str | None = Field(None, description="checkpoint folder to continue from")
     checkpoints_to_keep: int = Field(2, gt=0)
@@ -334,14 +335,17 @@ def load_config(path: Path | str | None, overrides: list[str] | tuple[str, ...] 
 
     Relative paths inside the YAML are resolved against the current directory,
     which is how every command in the README is run (from the project root).
+    ``path`` may be a URI (a tune's ``best_config.yaml`` on ``s3://``).
     """
     tree: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        from asl_ray.storage import read_text
+
+        text = read_text(str(path))
+        if text is None:
+            raise ConfigError(f"{path}: config file not found")
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -47,6 +47,30 @@ def _uneven_inputs(model: nn.Module) -> AbstractContextManager[Any]:
     return join() if callable(join) else nullcontext()
 
 
+@dataclass
+class Precision:
+    """How a training step runs on its device.
+
+    CPU: float32. CUDA with bf16 support (Ampere and later): autocast to
+    bfloat16, whose exponent range equals float32's, so gradients need no
+    scaling. Older GPUs: float16 autocast with a ``GradScaler``, since fp16
+    gradients underflow to zero without one. Either way a step whose gradient
+    norm is not finite is skipped (the scaler then lowers its scale)."""
+
+    dtype: torch.dtype | None = None
+    scaler: Any = None
+
+
+def precision_for(device: torch.device, amp: bool, bf16_supported: bool | None = None) -> Precision:
+    if not amp or device.type != "cuda":
+        return Precision()
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    if bf16_supported:
+        return Precision(torch.bfloat16)
+    return Precision(torch.float16, torch.amp.GradScaler("cuda"))
+
+
 def _to(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -62,34 +86,55 @@ def train_epoch(
     amp: bool = False,
     label_smoothing: float = 0.0,
     reduce: Reduce = _same,
+    precision: Precision | None = None,
 ) -> dict[str, float]:
     device = device or torch.device("cpu")
     model.train()
     acc = MetricAccumulator(num_classes)
     norms: list[float] = []
+    precision = precision if precision is not None else precision_for(device, amp)
     with _uneven_inputs(model):
-        _train_batches(model, loader, optimizer, acc, norms, blank_penalty, grad_clip, device, amp, label_smoothing)
+        skipped = _train_batches(model, loader, optimizer, acc, norms, blank_penalty, grad_clip, device, precision,
+                                 label_smoothing)
     metrics = reduce(acc).compute()
-    # DDP averages gradients before the norm is taken: every rank has the same norms.
-    metrics["grad_norm"] = sum(norms) / max(len(norms), 1)
+    # DDP averages gradients before the norm is taken: every rank has the same
+    # norms, and so skips the same steps.
+    finite = [n for n in norms if math.isfinite(n)]
+    metrics["grad_norm"] = sum(finite) / max(len(finite), 1)
+    metrics["skipped_steps"] = float(skipped)
     return metrics
 
 
 def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer,
                    acc: MetricAccumulator, norms: list[float], blank_penalty: float, grad_clip: float | None,
-                   device: torch.device, amp: bool, label_smoothing: float) -> None:
+                   device: torch.device, precision: Precision, label_smoothing: float) -> int:
+    """One pass over ``loader``; how many steps were skipped (non-finite gradients)."""
+    skipped = 0
+    scaler = precision.scaler
     for raw in loader:
         b = _to(raw, device)
-        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
             lp = model(b["x"], b["lengths"])
         loss, _, _ = ctc_blank_loss(lp.float(), b["lengths"], b["targets"], b["target_lengths"], blank_penalty,
                                     label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
-        norms.append(float(norm))
-        optimizer.step()
-        acc.add(lp.detach(), b["lengths"], b["labels"], float(loss.detach()))
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip and check the true gradients
+        else:
+            loss.backward()
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf))
+        norms.append(norm)
+        if scaler is not None:
+            scaler.step(optimizer)  # skips the step itself when it found inf/NaN
+            scaler.update()
+            skipped += not math.isfinite(norm)
+        elif math.isfinite(norm):
+            optimizer.step()
+        else:
+            skipped += 1  # a NaN/inf gradient would poison every weight it touches
+        acc.add(lp.detach().float(), b["lengths"], b["labels"], float(loss.detach()))
+    return skipped
 
 
 @torch.no_grad()
@@ -188,12 +233,13 @@ def fit(
 ) -> FitState:
     """Train from ``state.epoch`` to the end of the plan (or early stop)."""
     plan = stage_plan(cfg, num_classes)
+    precision = precision_for(device or torch.device("cpu"), amp)  # one scaler for the whole run
     for epoch in range(state.epoch, len(plan)):
         limit = plan[epoch]
         t0 = time.perf_counter()
         metrics = {f"train_{k}": v for k, v in train_epoch(
             state.model, train_batches(epoch, limit), state.optimizer, num_classes, cfg.blank_penalty,
-            cfg.grad_clip, device, amp, cfg.label_smoothing, reduce,
+            cfg.grad_clip, device, amp, cfg.label_smoothing, reduce, precision,
         ).items()}
         metrics["train_seconds"] = time.perf_counter() - t0
         if val_batches is not None:

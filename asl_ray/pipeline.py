@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from asl_ray.config import Config, DataConfig, resolve_paths
+from asl_ray.storage import join
+from asl_ray.tracking import check_tracking
 
 
 def dataset_on_disk(data: DataConfig) -> bool:
@@ -30,7 +31,7 @@ class PipelineSummary:
     synthetic: bool
     train_val_top1: float
     tune_best_val_top1: float | None
-    best_checkpoint: Path | None
+    best_checkpoint: str | None
     eval_metrics: dict[str, float]
     tracking_uri: str
     seconds: float
@@ -47,6 +48,7 @@ def run_pipeline(cfg: Config, echo: Callable[[str], None] = print) -> PipelineSu
 
     t0 = time.perf_counter()
     cfg = resolve_paths(cfg)
+    check_tracking(cfg)
     synthetic = not dataset_on_disk(cfg.data)
     echo("== 1/4 extract ==")
     if synthetic:
@@ -65,7 +67,7 @@ def run_pipeline(cfg: Config, echo: Callable[[str], None] = print) -> PipelineSu
     echo("== 4/4 evaluate ==")
     candidates = [(trained.best_metrics.get("val_top1", -1.0), trained.best_checkpoint)]
     if tuned is not None and tuned.best is not None:
-        trial_dir = tuned.path / "trials" / tuned.best.trial_id
+        trial_dir = join(tuned.path, "trials", tuned.best.trial_id)
         from asl_ray.checkpoint import resolve_checkpoint
 
         try:
@@ -96,7 +98,7 @@ def summary_text(s: PipelineSummary) -> str:
     lines.append(f"(training run val top-1 {s.train_val_top1:.1%}; best tune trial {tune})")
     lines.append(f"best checkpoint: {s.best_checkpoint}")
     lines.append(f"pictures: training_curves.png and confusion_matrix.png next to the checkpoint's run folder "
-                 f"({s.best_checkpoint.parent if s.best_checkpoint else '-'})")
+                 f"({s.best_checkpoint.rstrip('/').rsplit('/', 1)[0] if s.best_checkpoint else '-'})")
     lines.append(f"MLflow UI: mlflow ui --backend-store-uri {s.tracking_uri} --host 127.0.0.1   "
                  f"(or: asl-ray ui -c <this config>), then open http://127.0.0.1:5000")
     return "\n".join(lines)

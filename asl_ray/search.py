@@ -13,6 +13,7 @@ accepts as is.
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Any
 from asl_ray.config import Config, Domain, dump_config, resolve_paths, validate_tree
 from asl_ray.errors import UserError
 from asl_ray.loop import stage_plan
-from asl_ray.tracking import RunTracker, flatten, tracking_uri
+from asl_ray.storage import is_dir, join, write_text
+from asl_ray.tracking import RunTracker, check_tracking, flatten, tracking_uri
 
 STATUS_TAG = "asl_ray.status"
 TRIAL_DRIVER_MEMORY = 256 * 1024**2
@@ -82,6 +84,68 @@ def trial_fn(config: dict[str, Any]) -> None:
         raise
 
 
+def vocab_key(trial_config: dict[str, Any]) -> str:
+    """The vocabulary size a trial trains on ("all" for every gloss)."""
+    base = trial_config.get("base", {}).get("train", {}).get("vocab_size")
+    return str(trial_config.get("overrides", {}).get("train.vocab_size", base) or "all")
+
+
+def _vocab_order(key: str) -> float:
+    return math.inf if key == "all" else float(key)
+
+
+def grouped_asha(**asha: Any) -> Any:
+    """ASHA that ranks a trial only against trials of the same vocabulary size.
+
+    Val top-1 over 10 glosses and over 100 are different tasks with different
+    val sets (chance alone differs tenfold), so one ASHA over all trials would
+    stop every large-vocabulary trial in favour of small ones. Each vocabulary
+    size gets its own ASHA (its own rungs and brackets); the Tune controller
+    sees one scheduler."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    class GroupedASHA(FIFOScheduler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.groups: dict[str, ASHAScheduler] = {}
+            self._metric: str | None = None
+            self._mode: str | None = None
+
+        def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+            self._metric, self._mode = metric or self._metric, mode or self._mode
+            for g in self.groups.values():
+                g.set_search_properties(metric, mode, **spec)
+            return True
+
+        def group(self, trial: Any) -> ASHAScheduler:
+            key = vocab_key(trial.config)
+            if key not in self.groups:
+                sched = ASHAScheduler(**asha)
+                sched.set_search_properties(self._metric, self._mode)
+                self.groups[key] = sched
+            return self.groups[key]
+
+        def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+            self.group(trial).on_trial_add(tune_controller, trial)
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            return str(self.group(trial).on_trial_result(tune_controller, trial, result))
+
+        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+            self.group(trial).on_trial_complete(tune_controller, trial, result)
+
+        def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+            self.group(trial).on_trial_remove(tune_controller, trial)
+
+        def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+            self.group(trial).on_trial_error(tune_controller, trial)
+
+        def debug_string(self) -> str:
+            return "\n".join(f"vocab_size={k}: {g.debug_string()}" for k, g in self.groups.items())
+
+    return GroupedASHA()
+
+
 @dataclass
 class TrialRow:
     trial_id: str
@@ -97,8 +161,10 @@ def _concurrency(cfg: Config) -> int:
 
     if cfg.tune.max_concurrent_trials:
         return cfg.tune.max_concurrent_trials
+    from asl_ray.trainer import _use_gpu
+
     res = ray.cluster_resources()
-    if cfg.train.use_gpu or (cfg.train.use_gpu is None and res.get("GPU", 0) > 0):
+    if _use_gpu(cfg):
         return max(1, int(res.get("GPU", 0) // cfg.train.num_workers))
     # A Ray Data ingest also needs CPUs for building inputs beside each trial's workers.
     prep = cfg.train.prep_cpus if cfg.train.ingest == "ray_data" else 0.0
@@ -152,41 +218,41 @@ def _progress_callback(echo: Any, total: int, max_t: int) -> Any:
 @dataclass
 class TuneOutcome:
     name: str
-    path: Path
+    path: str  # the tune's folder: local path or URI
     rows: list[TrialRow]
     best: TrialRow | None
     best_per_vocab: dict[str, TrialRow]
-    best_config: Path | None
+    best_config: str | None
     parent_run_id: str | None
     tracking_uri: str | None
 
 
 def run_tune(cfg: Config, resume: bool = False, echo: Any = print) -> TuneOutcome:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from asl_ray.raylocal import init_ray
-    from asl_ray.trainer import load_data
+    from asl_ray.trainer import data_summary
 
     cfg = resolve_paths(cfg)
+    check_tracking(cfg)
     if not cfg.tune.search_space:
         raise UserError("tune.search_space is empty: nothing to search (see configs/tune.yaml)")
     if not cfg.tune.name and resume:
         raise UserError("--resume needs tune.name (the name of the tune to continue)")
     name = cfg.tune.name or time.strftime("tune-%Y%m%d-%H%M%S")
-    root = Path(cfg.train.run_dir).resolve() / "tune"
-    path = root / name
-    if resume and not path.is_dir():
+    root = join(cfg.train.run_dir, "tune")
+    path = join(root, name)
+    if resume and not is_dir(path):
         raise UserError(f"--resume: no tune named {name!r} under {root}")
-    load_data(cfg)  # fail fast on the driver if there is no data
+    data_summary(cfg)  # fail fast on the driver if there is no data (metadata columns only)
     init_ray(cfg.ray)
     uri = tracking_uri(cfg)
     parent = _parent_run(cfg, name, uri, resume)
     metric = cfg.tune.metric
     mode = "max" if metric == "val_top1" else "min"
     max_t = len(stage_plan(cfg.train, 10**9))  # epochs a trial runs when not stopped
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.tune.grace_period,
-                              max_t), reduction_factor=cfg.tune.reduction_factor)
+    scheduler = grouped_asha(time_attr="training_iteration", max_t=max_t,
+                             grace_period=min(cfg.tune.grace_period, max_t), reduction_factor=cfg.tune.reduction_factor)
     concurrency = _concurrency(cfg)
     search_alg: Any = None
     if cfg.tune.searcher == "optuna":
@@ -206,7 +272,8 @@ def run_tune(cfg: Config, resume: bool = False, echo: Any = print) -> TuneOutcom
     grid = math.prod(len(d.values or []) for d in cfg.tune.search_space.values() if d.type == "grid")
     total = cfg.tune.num_samples * grid
     echo(f"tune: {name}: {total} trials, up to {concurrency} at a time, ASHA on {metric} ({mode}), "
-         f"max {max_t} epochs, grace {cfg.tune.grace_period}; MLflow parent run {parent.run_id}")
+         f"max {max_t} epochs, grace {cfg.tune.grace_period}, trials ranked within their vocab_size; "
+         f"MLflow parent run {parent.run_id}")
     # The trial function only drives its TorchTrainer, whose workers hold the
     # CPUs/GPUs; asking a CPU for it too would halve the trials that fit here.
     # Ray needs some resource in the request, so it reserves driver memory.
@@ -214,21 +281,21 @@ def run_tune(cfg: Config, resume: bool = False, echo: Any = print) -> TuneOutcom
     param_space = {
         "base": cfg.model_dump(mode="json"),
         "overrides": {k: to_tune_domain(d) for k, d in cfg.tune.search_space.items()},
-        "parent_run_id": parent.run_id, "mlflow_uri": uri, "trials_dir": str(path / "trials"),
+        "parent_run_id": parent.run_id, "mlflow_uri": uri, "trials_dir": join(path, "trials"),
     }
     progress = _progress_callback(echo, total, max_t)
     if resume:
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space,
+        tuner = tune.Tuner.restore(path, trainable=trainable, param_space=param_space,
                                    resume_unfinished=True, resume_errored=False, restart_errored=False)
     else:
         tuner = tune.Tuner(
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, search_alg=search_alg,
                                         num_samples=cfg.tune.num_samples),
-            run_config=tune.RunConfig(name=name, storage_path=str(root), callbacks=[progress], verbose=0),
+            run_config=tune.RunConfig(name=name, storage_path=root, callbacks=[progress], verbose=0),
         )
     grid_result = tuner.fit()
-    rows = _rows(grid_result, max_t, metric)
+    rows = _rows(grid_result, max_t, metric, mode)
     outcome = _finish(cfg, name, path, rows, parent, uri, metric, mode)
     echo(summary_table(outcome, metric))
     return outcome
@@ -250,11 +317,23 @@ def _parent_run(cfg: Config, name: str, uri: str, resume: bool) -> RunTracker:
     return parent
 
 
-def _rows(grid_result: Any, max_t: int, metric: str) -> list[TrialRow]:
+def _best_epoch(res: Any, metric: str, mode: str) -> dict[str, Any]:
+    """A trial's metrics at its best epoch (by ``metric``), not its last: the
+    training run is judged by its best epoch too, and best is compared with best."""
+    last = dict(res.metrics or {})
+    df = getattr(res, "metrics_dataframe", None)
+    if df is None or metric not in getattr(df, "columns", ()) or df[metric].isna().all():
+        return last
+    row = df.loc[df[metric].idxmax() if mode == "max" else df[metric].idxmin()]
+    best = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    return {**best, "training_iteration": last.get("training_iteration", best.get("training_iteration"))}
+
+
+def _rows(grid_result: Any, max_t: int, metric: str, mode: str = "max") -> list[TrialRow]:
     rows = []
     for res in grid_result:
-        m = dict(res.metrics or {})
-        trial_id = m.get("trial_id") or Path(res.path).name
+        m = _best_epoch(res, metric, mode)
+        trial_id = m.get("trial_id") or str(res.path).rstrip("/").rsplit("/", 1)[-1]
         epochs = int(m.get("training_iteration", 0) or 0)
         if res.error is not None:
             status = "failed"
@@ -268,7 +347,7 @@ def _rows(grid_result: Any, max_t: int, metric: str) -> list[TrialRow]:
     return rows
 
 
-def _finish(cfg: Config, name: str, path: Path, rows: list[TrialRow], parent: RunTracker, uri: str,
+def _finish(cfg: Config, name: str, path: str, rows: list[TrialRow], parent: RunTracker, uri: str,
             metric: str, mode: str) -> TuneOutcome:
     from mlflow.tracking import MlflowClient
 
@@ -287,22 +366,29 @@ def _finish(cfg: Config, name: str, path: Path, rows: list[TrialRow], parent: Ru
         return -math.inf if v is None else (v if mode == "max" else -v)
 
     scored = [r for r in rows if r.status != "failed" and metric in r.metrics]
-    best = max(scored, key=key) if scored else None
     per_vocab: dict[str, TrialRow] = {}
     for r in scored:
-        v = str(r.overrides.get("train.vocab_size", cfg.train.vocab_size) or "all")
+        v = vocab_key({"base": cfg.model_dump(mode="json"), "overrides": r.overrides})
         if v not in per_vocab or key(r) > key(per_vocab[v]):
             per_vocab[v] = r
+    # Scores of different vocabulary sizes are not comparable (a smaller
+    # vocabulary is an easier task): the overall best is the best trial of the
+    # largest vocabulary searched.
+    best = per_vocab[max(per_vocab, key=_vocab_order)] if per_vocab else None
     best_config = None
     if best is not None:
         best_cfg = apply_overrides(cfg, best.overrides)
         best_cfg = best_cfg.model_copy(update={"tune": type(cfg.tune)()})
-        best_config = path / "best_config.yaml"
-        path.mkdir(parents=True, exist_ok=True)
-        best_config.write_text(f"# Best trial {best.trial_id} of tune {name} ({metric} "
-                               f"{best.metrics.get(metric, float('nan')):.4f}). Retrain with:\n"
-                               f"#   asl-ray train -c {best_config}\n" + dump_config(best_cfg))
-        parent.log_artifact(best_config)
+        best_config = join(path, "best_config.yaml")
+        vocab = vocab_key({"base": cfg.model_dump(mode="json"), "overrides": best.overrides})
+        text = (f"# Best trial {best.trial_id} of tune {name} ({metric} {best.metrics.get(metric, float('nan')):.4f} "
+                f"at its best epoch, vocab_size={vocab}). Retrain with:\n"
+                f"#   asl-ray train -c {best_config}\n" + dump_config(best_cfg))
+        write_text(best_config, text)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "best_config.yaml"
+            local.write_text(text)
+            parent.log_artifact(local)
         parent.set_tag("best_trial", best.trial_id)
         parent.log_metrics({f"best_{metric}": float(best.metrics[metric])}, step=0)
     parent.end("FINISHED")
@@ -326,7 +412,8 @@ def summary_table(o: TuneOutcome, metric: str) -> str:
     for vocab, r in sorted(o.best_per_vocab.items(), key=lambda kv: kv[0]):
         lines.append(f"best for vocab_size={vocab}: trial {r.trial_id} {metric} {r.metrics.get(metric):.4f}")
     if o.best_config:
-        lines.append(f"best overall: trial {o.best.trial_id if o.best else '-'}; config {o.best_config}")
+        lines.append(f"best of the largest vocabulary: trial {o.best.trial_id if o.best else '-'}; "
+                     f"config {o.best_config}")
         lines.append(f"retrain it with: asl-ray train -c {o.best_config}")
     lines.append(f"compare the trials: asl-ray ui -c <config>  (or mlflow ui --backend-store-uri {o.tracking_uri} "
                  f"--host 127.0.0.1)")

@@ -5,6 +5,11 @@ other module asks whether a location "contains ://": ``pyarrow.fs`` resolves
 a local folder and an ``s3://`` / ``gs://`` URI to a filesystem and a path,
 and the same code lists, reads and writes both.
 
+Run folders (checkpoints, plots, ``best_checkpoint.txt``, tune results) go
+through the small helpers at the end (``join``, ``read_text``, ``write_text``,
+``put_file``, ``local_folder``): on a cluster they are on shared storage that
+the worker nodes reach by URI, never a folder of the driver's disk.
+
 A feature dataset is a folder of ``part-*.parquet`` files. A writer puts a
 file under a temporary name and renames it into place (on object stores a
 put is already all-or-nothing), so readers only ever see complete files;
@@ -55,17 +60,28 @@ class Location:
                 fs, path = pafs.FileSystem.from_uri(location)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
                 raise UserError(f"{location}: not a storage location pyarrow can open ({exc})") from None
-            return cls(fs, path.rstrip("/"), location)
+            return cls(fs, path.rstrip("/") or "/", location)
         return cls(pafs.LocalFileSystem(), str(Path(location).resolve()), location)
 
     def child(self, name: str) -> str:
-        return f"{self.path}/{name}"
+        return f"{self.path.rstrip('/')}/{name}"
 
     def uri_of(self, path: str) -> str:
-        """A path of this filesystem as the user would write it (URI or local path)."""
+        """A path of this filesystem as the user would write it (URI or local path).
+
+        ``s3://bucket/a?endpoint_override=...`` has the fs path ``bucket/a``:
+        the scheme goes in front and the query (connection options) stays at
+        the end, so the result opens the same filesystem."""
         if not is_uri(self.original):
             return path
-        return f"{self.original.rstrip('/')}/{path[len(self.path):].lstrip('/')}"
+        scheme, rest = self.original.split("://", 1)
+        query = rest.split("?", 1)[1] if "?" in rest else ""
+        if scheme in ("s3", "gs", "gcs", "file"):
+            base = f"{scheme}://{path}"
+        else:  # e.g. hdfs://host:port/path: keep the original's authority
+            head = self.original.split("?", 1)[0].rstrip("/")
+            base = f"{head}/{path[len(self.path):].lstrip('/')}".rstrip("/")
+        return f"{base}?{query}" if query else base
 
     def makedirs(self) -> None:
         self.fs.create_dir(self.path, recursive=True)
@@ -166,3 +182,101 @@ def scan(location: str, columns: list[str], filter: pc.Expression | None = None,
         except (pa.ArrowInvalid, OSError) as exc:
             raise UserError(f"{loc.uri_of(f)}: not a readable feature-dataset Parquet file "
                             f"({str(exc).splitlines()[0][:200]}); delete it and re-run `asl-ray extract`") from None
+
+
+# -- run folders: checkpoints, plots, markers -------------------------------
+
+
+def join(location: str, *names: str) -> str:
+    """``location/names...`` for a local folder or a URI (``s3://b/runs`` + ``tune``
+    is ``s3://b/runs/tune``, never a local folder named ``s3:``)."""
+    if not is_uri(location):
+        return str(Path(location).resolve().joinpath(*names))
+    head, _, query = location.partition("?")  # ?options (endpoint, region) stay at the end
+    joined = "/".join([head.rstrip("/"), *(n.strip("/") for n in names)])
+    return f"{joined}?{query}" if query else joined
+
+
+def file_type(location: str) -> pafs.FileType:
+    loc = Location.of(location)
+    return loc.fs.get_file_info(loc.path).type
+
+
+def is_file(location: str) -> bool:
+    return file_type(location) == pafs.FileType.File
+
+
+def is_dir(location: str) -> bool:
+    return file_type(location) == pafs.FileType.Directory
+
+
+def read_text(location: str) -> str | None:
+    """A small text file's contents, or None when there is none."""
+    loc = Location.of(location)
+    try:
+        with loc.fs.open_input_stream(loc.path) as f:
+            return f.read().decode()
+    except (FileNotFoundError, pa.ArrowInvalid):
+        return None
+    except OSError as exc:
+        if loc.fs.get_file_info(loc.path).type == pafs.FileType.NotFound:
+            return None
+        raise UserError(f"{location}: cannot read ({str(exc).splitlines()[0][:200]})") from None
+
+
+def write_text(location: str, text: str) -> str:
+    """Write a small text file (folders made as needed); its location."""
+    loc = Location.of(location)
+    parent = loc.path.rsplit("/", 1)[0]
+    if parent:
+        loc.fs.create_dir(parent, recursive=True)
+    with loc.fs.open_output_stream(loc.path) as f:
+        f.write(text.encode())
+    return location
+
+
+def put_file(local: Path | str, location: str) -> str:
+    """Copy a local file to ``location`` (a file path or URI); its location."""
+    loc = Location.of(location)
+    parent = loc.path.rsplit("/", 1)[0]
+    if parent:
+        loc.fs.create_dir(parent, recursive=True)
+    pafs.copy_files(str(Path(local).resolve()), loc.path, source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=loc.fs)
+    return location
+
+
+def subfolders(location: str, prefix: str = "") -> list[str]:
+    """The folders directly inside ``location`` whose names start with ``prefix``,
+    as locations (URIs stay URIs)."""
+    loc = Location.of(location)
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
+    return sorted(loc.uri_of(i.path) for i in infos
+                  if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix))
+
+
+def local_folder(location: str) -> Path:
+    """A folder to read with ``open``: a local folder as is; a URI folder
+    downloaded once into a cache under the temp folder. Callers use it for
+    checkpoint folders, which are written once and never change."""
+    if not is_uri(location):
+        return Path(location).resolve()
+    import hashlib
+    import shutil
+    import tempfile
+
+    loc = Location.of(location)
+    if loc.fs.get_file_info(loc.path).type != pafs.FileType.Directory:
+        raise UserError(f"{location}: no such folder")
+    key = hashlib.sha256(location.encode()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / "asl-ray-cache" / key
+    if cache.is_dir():
+        return cache
+    staging = cache.with_name(f"{key}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    pafs.copy_files(loc.path, str(staging), source_filesystem=loc.fs, destination_filesystem=pafs.LocalFileSystem())
+    try:
+        staging.rename(cache)
+    except OSError:  # another process cached it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return cache

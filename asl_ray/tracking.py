@@ -16,7 +16,28 @@ from asl_ray.config import Config
 from asl_ray.errors import UserError
 
 
+def on_cluster(cfg: Config) -> bool:
+    """Connecting to a running Ray cluster (``ray.address``, or ``RAY_ADDRESS``
+    as ``ray job submit`` sets it), rather than starting a local Ray."""
+    return bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_tracking(cfg: Config) -> None:
+    """Refuse, before any work, a file-based MLflow store on a cluster: rank 0
+    and Tune trials log from whatever node they run on, where a sqlite file of
+    the driver's disk does not exist (each node would grow its own store)."""
+    if not cfg.tracking.enabled or not on_cluster(cfg):
+        return
+    uri = cfg.tracking.uri
+    if uri is None or uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        shown = uri or "(default: sqlite under train.run_dir)"
+        raise UserError(f"tracking.uri={shown} is a file on one machine and this runs on a Ray cluster, whose "
+                        "workers log from other nodes: set tracking.uri to an MLflow server (http://HOST:5000) "
+                        "or tracking.enabled=false")
+
+
 def tracking_uri(cfg: Config) -> str:
+    check_tracking(cfg)
     if cfg.tracking.uri:
         return cfg.tracking.uri
     if "://" in cfg.train.run_dir:

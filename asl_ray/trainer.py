@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from asl_ray.checkpoint import build_model, latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
+from asl_ray.checkpoint import (
+    build_model,
+    latest_checkpoint,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    unwrap,
+)
 from asl_ray.config import Config, resolve_paths
 from asl_ray.dataset import Splits, describe_splits, fit_standardizer, load_splits, vocabulary_of
 from asl_ray.decode import collapse_warning
@@ -34,8 +41,8 @@ from asl_ray.errors import UserError
 from asl_ray.inputs import Standardizer
 from asl_ray.loop import BatchSource, FitState, fit, make_optimizer, make_scheduler, memory_batches, stage_plan
 from asl_ray.model import count_parameters
-from asl_ray.storage import absolute, read_features
-from asl_ray.tracking import RunTracker, tracking_uri
+from asl_ray.storage import absolute, join, local_folder, put_file, read_features, write_text
+from asl_ray.tracking import RunTracker, check_tracking, tracking_uri
 from asl_ray.vocab import Vocabulary
 
 
@@ -137,13 +144,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.train.seed)
     device = ray.train.torch.get_device()
 
+    # The run's latest checkpoint after a failure, or train.resume_from (handed
+    # to TorchTrainer as a Checkpoint, so a URI is downloaded on this node).
     resume = ray.train.get_checkpoint()
-    resume_dir = None
-    if resume is not None:
-        resume_dir = resume.to_directory()
-    elif loop_config.get("resume_from"):
-        resume_dir = loop_config["resume_from"]
-    loaded = load_checkpoint(resume_dir, with_state=True) if resume_dir else None
+    loaded = load_checkpoint(resume.to_directory(), with_state=True) if resume is not None else None
     data = _worker_data(cfg, loop_config, loaded, rank, world)
     num_classes = data.vocab.num_glosses
 
@@ -211,12 +215,53 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         amp=device.type == "cuda", reduce=all_reduce_metrics(device))
 
 
-def _use_gpu(cfg: Config) -> bool:
+# Where `ray up` leaves the cluster launcher's config on the head node (where
+# `ray job submit` runs the driver).
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+def autoscaler_offers_gpu(description: dict[str, Any] | None) -> bool:
+    """Whether a cluster launcher config has a node type with GPUs that may be
+    started (``max_workers`` > 0, or the head itself)."""
+    if not description:
+        return False
+    head = description.get("head_node_type")
+    for name, node in (description.get("available_node_types") or {}).items():
+        gpus = float((node.get("resources") or {}).get("GPU", 0) or 0)
+        if gpus > 0 and (name == head or int(node.get("max_workers", 0) or 0) > 0):
+            return True
+    return False
+
+
+def wants_gpu(cfg: Config, resources: dict[str, float], description: dict[str, Any] | None) -> bool:
+    """``train.use_gpu`` when set; else GPUs if the cluster has some now, or can
+    start some: the shipped cluster.yaml scales its GPU nodes from zero, so at
+    submit time ``ray.cluster_resources()`` shows none, and asking for CPUs
+    would put training on the extraction nodes for good."""
     if cfg.train.use_gpu is not None:
         return cfg.train.use_gpu
+    return resources.get("GPU", 0) > 0 or autoscaler_offers_gpu(description)
+
+
+def cluster_description() -> dict[str, Any] | None:
+    """The launcher config of this cluster, if it was started with `ray up`
+    (ASL_RAY_CLUSTER_CONFIG names another file)."""
+    import os
+
+    import yaml
+
+    path = Path(os.environ.get("ASL_RAY_CLUSTER_CONFIG", BOOTSTRAP_CONFIG)).expanduser()
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _use_gpu(cfg: Config) -> bool:
     import ray
 
-    return ray.cluster_resources().get("GPU", 0) > 0
+    return wants_gpu(cfg, ray.cluster_resources(), cluster_description())
 
 
 def _check_room_for_data_prep(cfg: Config, use_gpu: bool) -> None:
@@ -242,13 +287,15 @@ def _check_room_for_data_prep(cfg: Config, use_gpu: bool) -> None:
 def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlflow_uri: str | None = None,
                   callbacks: list[Any] | None = None) -> Any:
     """One function that builds the TorchTrainer; ``train`` and ``tune`` both call it."""
+    import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     storage = absolute(cfg.train.run_dir)
     use_gpu = _use_gpu(cfg)
     loop_config: dict[str, Any] = {"cfg": cfg.model_dump(mode="json"), "mlflow_run_id": mlflow_run_id,
-                                   "mlflow_uri": mlflow_uri, "resume_from": cfg.train.resume_from}
+                                   "mlflow_uri": mlflow_uri}
+    resume_from = resolve_checkpoint(cfg.train.resume_from) if cfg.train.resume_from else None
     datasets, data_config = None, None
     if cfg.train.ingest == "ray_data":
         _check_room_for_data_prep(cfg, use_gpu)
@@ -257,7 +304,7 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
 
         # Vocabulary and standardiser are fixed here, once, for every worker
         # (and every restart): from the checkpoint when resuming.
-        loaded = load_checkpoint(cfg.train.resume_from) if cfg.train.resume_from else None
+        loaded = load_checkpoint(resume_from) if resume_from else None
         summary = data_summary(cfg, loaded.vocab if loaded else None)
         standardizer = loaded.standardizer if loaded else stream_standardizer(cfg, summary.vocab)
         datasets = training_datasets(cfg, summary.vocab, standardizer, with_val=summary.kept["val"] > 0)
@@ -270,6 +317,7 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
         train_loop_config=loop_config,
         datasets=datasets,
         dataset_config=data_config,
+        resume_from_checkpoint=ray.train.Checkpoint(resume_from) if resume_from else None,
         scaling_config=ScalingConfig(
             num_workers=cfg.train.num_workers, use_gpu=use_gpu,
             resources_per_worker=None if use_gpu else {"CPU": cfg.train.cpus_per_worker},
@@ -286,15 +334,17 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
 
 @dataclass
 class TrainOutcome:
+    """Where a run's outputs are: locations (local paths or URIs, as train.run_dir)."""
+
     name: str
-    run_dir: Path
-    best_checkpoint: Path | None
+    run_dir: str
+    best_checkpoint: str | None
     best_metrics: dict[str, float]
     history: list[dict[str, float]]
     mlflow_run_id: str | None
     tracking_uri: str | None
-    curves_png: Path | None = None
-    confusion_png: Path | None = None
+    curves_png: str | None = None
+    confusion_png: str | None = None
 
 
 def run_training(cfg: Config, echo: Any = print) -> TrainOutcome:
@@ -302,13 +352,14 @@ def run_training(cfg: Config, echo: Any = print) -> TrainOutcome:
     from asl_ray.raylocal import init_ray
 
     cfg = resolve_paths(cfg)
+    check_tracking(cfg)
     name = cfg.train.name or time.strftime("train-%Y%m%d-%H%M%S")
-    if cfg.train.resume_from is None and "://" not in cfg.train.run_dir:
+    if cfg.train.resume_from is None:
         # Re-running a named run that was interrupted continues it.
-        previous = latest_checkpoint(Path(cfg.train.run_dir) / name)
+        previous = latest_checkpoint(join(cfg.train.run_dir, name))
         if previous is not None:
             echo(f"train: {name} exists; resuming from its latest checkpoint {previous}")
-            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume_from": str(previous)})})
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume_from": previous})})
     # Fail fast (and on the driver, with a one-line error) on data problems.
     summary = data_summary(cfg, load_checkpoint(cfg.train.resume_from).vocab if cfg.train.resume_from else None)
     echo(f"train: {name}: {summary.describe()}")
@@ -321,7 +372,7 @@ def run_training(cfg: Config, echo: Any = print) -> TrainOutcome:
     except Exception:
         tracker.end("FAILED")
         raise
-    return finish_run(name, result, tracker, echo)
+    return finish_run(join(cfg.train.run_dir, name), result, tracker, echo)
 
 
 def _config_params(cfg: Config) -> dict[str, str]:
@@ -330,49 +381,47 @@ def _config_params(cfg: Config) -> dict[str, str]:
     return flatten(cfg.model_dump(mode="json"))
 
 
-def finish_run(name: str, result: Any, tracker: RunTracker, echo: Any) -> TrainOutcome:
+def finish_run(run_dir: str, result: Any, tracker: RunTracker, echo: Any) -> TrainOutcome:
+    """Plots, ``best_checkpoint.txt`` and MLflow artifacts of a finished run.
+
+    Everything is addressed through the run folder the user gave
+    (``train.run_dir/name``, local or URI), never through ``result.path``,
+    which is a path of Ray's storage filesystem (``bucket/runs/x`` for S3)."""
     from asl_ray.plots import confusion_matrix, training_curves
 
-    run_dir = Path(result.path) if "://" not in str(result.path) else Path(tempfile.mkdtemp())
     best = None
     if result.best_checkpoints:
         best_ckpt, _ = max(result.best_checkpoints, key=lambda cm: cm[1].get("score", -1))
-        best = _local_dir(best_ckpt)
+        best = join(run_dir, best_ckpt.path.rstrip("/").rsplit("/", 1)[-1])
     history: list[dict[str, float]] = []
     best_metrics: dict[str, float] = {}
     curves = conf = None
     if result.checkpoint is not None:
-        latest = load_checkpoint(_local_dir(result.checkpoint))
-        history = latest.history
+        history = load_checkpoint(join(run_dir, result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1])).history
     if best is not None:
         loaded = load_checkpoint(best)
         best_metrics = loaded.history[-1] if loaded.history else {}
-        curves = training_curves(history or loaded.history, run_dir / "training_curves.png")
-        # The val confusion of that epoch, as the workers added it up.
-        cm_file = best / "val_confusion.npy"
-        if cm_file.is_file() and loaded.vocab.num_glosses <= 100:
-            conf = confusion_matrix(np.load(cm_file), loaded.vocab.glosses, run_dir / "confusion_matrix.png",
-                                    f"val confusion, best epoch {int(best_metrics.get('epoch', 0))}")
-        for art in (curves, conf):
-            if art is not None:
-                tracker.log_artifact(art, "plots")
-        tracker.log_artifact(best, "best_checkpoint")
-        (run_dir / "best_checkpoint.txt").write_text(f"{best}\n")
+        with tempfile.TemporaryDirectory() as tmp:
+            pngs = [training_curves(history or loaded.history, Path(tmp) / "training_curves.png")]
+            # The val confusion of that epoch, as the workers added it up.
+            cm_file = local_folder(best) / "val_confusion.npy"
+            if cm_file.is_file() and loaded.vocab.num_glosses <= 100:
+                pngs.append(confusion_matrix(np.load(cm_file), loaded.vocab.glosses,
+                                             Path(tmp) / "confusion_matrix.png",
+                                             f"val confusion, best epoch {int(best_metrics.get('epoch', 0))}"))
+            for png in pngs:
+                tracker.log_artifact(png, "plots")
+            published = [put_file(png, join(run_dir, png.name)) for png in pngs]
+        curves = published[0]
+        conf = published[1] if len(published) > 1 else None
+        tracker.log_artifact(local_folder(best), "best_checkpoint")
+        write_text(join(run_dir, "best_checkpoint.txt"), f"{best}\n")
     tracker.set_tag("best_checkpoint", str(best))
     tracker.end("FINISHED")
-    outcome = TrainOutcome(name, run_dir, best, best_metrics, history, tracker.run_id,
-                           tracker.uri if tracker.enabled else None, curves, conf)
+    outcome = TrainOutcome(run_dir.rstrip("/").rsplit("/", 1)[-1], run_dir, best, best_metrics, history,
+                           tracker.run_id, tracker.uri if tracker.enabled else None, curves, conf)
     echo(summary_lines(outcome))
     return outcome
-
-
-def _local_dir(checkpoint: Any) -> Path:
-    """A checkpoint's folder: in place on local storage, else downloaded."""
-    import pyarrow.fs as pafs
-
-    if isinstance(checkpoint.filesystem, pafs.LocalFileSystem):
-        return Path(checkpoint.path)
-    return Path(checkpoint.to_directory())
 
 
 def summary_lines(o: TrainOutcome) -> str:

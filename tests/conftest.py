@@ -41,3 +41,22 @@ def local_ray():
     init_ray(RayConfig(num_cpus=2))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` on 127.0.0.1 for one test module; its URL."""
+    from tests.servers import mlflow_server as serve
+
+    with serve(tmp_path_factory.mktemp("mlflow")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def s3_bucket():
+    """A fresh bucket on a real S3-compatible server (moto) on 127.0.0.1, for
+    one test module: ``s3://<bucket>``, with AWS_* pointing at it meanwhile."""
+    from tests.servers import s3_server
+
+    with s3_server() as uri:
+        yield uri

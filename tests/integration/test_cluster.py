@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from asl_ray.checkpoint import latest_checkpoint
 from asl_ray.config import load_config
 from asl_ray.extract import read_features, run_extract
 from tests.conftest import ROOT, require_shared
+from tests.servers import kill_when, mlflow_api
 
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -109,18 +109,21 @@ def _video_folder(tmp: Path, ids: list[str]) -> Path:
     return folder
 
 
-def _submit(cluster: dict[str, str], *args: str, timeout: int = 400) -> str:
+def _submit(cluster: dict[str, str], *args: str, timeout: int = 400, ok: bool = True) -> str:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(
         [RAY, "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(ROOT), "--", "python", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "' succeeded" in out, out[-4000:]
+    if ok:
+        assert proc.returncode == 0 and "' succeeded" in out, out[-4000:]
+    else:
+        assert proc.returncode != 0 and "' failed" in out, out[-4000:]
     return out
 
 
-def test_ray_job_submit_extract_then_train(cluster: dict[str, str], tmp_path: Path) -> None:
+def test_ray_job_submit_extract_then_train(cluster: dict[str, str], mlflow_server: str, tmp_path: Path) -> None:
     folder = _video_folder(tmp_path, REAL_IDS[:3])
     out = tmp_path / "features"
     log = _submit(cluster, "jobs/extract.py", "-c", "configs/wlasl100.yaml", "--set", "data.source=folder",
@@ -134,11 +137,22 @@ def test_ray_job_submit_extract_then_train(cluster: dict[str, str], tmp_path: Pa
     _submit(cluster, "jobs/extract.py", "-c", "configs/asl_signs.yaml", "--set", f"data.asl_signs_dir={asl}",
             "--set", f"extract.output_dir={feats}")
     runs = tmp_path / "runs"
-    log = _submit(cluster, "jobs/train.py", "-c", "configs/asl_signs.yaml", "--set", f"data.asl_signs_dir={asl}",
-                  "--set", f"extract.output_dir={feats}", "--set", f"train.run_dir={runs}",
-                  "--set", "train.epochs=3", "--set", "train.name=job")
+    train = ["jobs/train.py", "-c", "configs/asl_signs.yaml", "--set", f"data.asl_signs_dir={asl}",
+             "--set", f"extract.output_dir={feats}", "--set", f"train.run_dir={runs}",
+             "--set", "train.epochs=3", "--set", "train.name=job"]
+    # The default sqlite store is a file of one machine: refused before any work on a cluster.
+    log = _submit(cluster, *train, ok=False)
+    assert "error: tracking.uri=(default: sqlite under train.run_dir) is a file on one machine" in log
+    assert not (runs / "job").exists() and not (runs / "mlflow.db").exists()
+    log = _submit(cluster, *train, "--set", f"tracking.uri={mlflow_server}", "--set", "tracking.experiment=jobs")
     assert "train: job done, 3 epochs" in log
     assert latest_checkpoint(runs / "job") is not None
+    # The driver's run and rank 0's per-epoch metrics arrived at the server.
+    exp = mlflow_api(mlflow_server, "experiments/get-by-name?experiment_name=jobs")["experiment"]
+    (run,) = mlflow_api(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
+    assert run["info"]["status"] == "FINISHED"
+    history = mlflow_api(mlflow_server, f"metrics/get-history?run_id={run['info']['run_id']}&metric_key=val_top1")
+    assert sorted(int(m["step"]) for m in history["metrics"]) == [1, 2, 3]
 
 
 def test_extraction_spreads_over_both_nodes(cluster: dict[str, str], tmp_path: Path) -> None:
@@ -180,25 +194,6 @@ def _asl_features(tmp_path: Path) -> Path:
     return feats
 
 
-def _kill_when(cond, class_name: str, killed: list[int], timeout: float = 180) -> threading.Thread:  # type: ignore[no-untyped-def]
-    """Background thread: once ``cond()`` holds, SIGKILL one live actor process of ``class_name``."""
-    from ray.util.state import list_actors
-
-    def run() -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline and not cond():
-            time.sleep(0.2)
-        for actor in list_actors(filters=[("state", "=", "ALIVE")], detail=True):
-            if class_name in actor["class_name"] and actor.get("pid"):
-                os.kill(actor["pid"], signal.SIGKILL)
-                killed.append(actor["pid"])
-                return
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_killed_extraction_worker_loses_nothing(cluster: dict[str, str], tmp_path: Path) -> None:
     folder = _video_folder(tmp_path, REAL_IDS)
     out = tmp_path / "f"
@@ -206,7 +201,7 @@ def test_killed_extraction_worker_loses_nothing(cluster: dict[str, str], tmp_pat
         "data.source=folder", f"data.videos_dir={folder}", f"extract.output_dir={out}",
         "extract.videos_per_file=1", "extract.num_actors=2"])
     killed: list[int] = []
-    thread = _kill_when(lambda: len(list(out.glob("*.parquet"))) >= 2, "ExtractActor", killed)
+    thread = kill_when(lambda: len(list(out.glob("*.parquet"))) >= 2, "ExtractActor", killed)
     summary = run_extract(cfg, echo=lambda _: None)
     thread.join(timeout=5)
     assert killed, "no extraction worker was killed"
@@ -226,12 +221,12 @@ def test_killed_training_worker_resumes_from_checkpoint(cluster: dict[str, str],
         "train.ingest=worker"])
     killed: list[int] = []
     done = lambda: len([p for p in run.glob("checkpoint_*") if p.is_dir()]) >= 2  # noqa: E731
-    thread = _kill_when(done, "RayTrainWorker", killed)
+    thread = kill_when(done, "RayTrainWorker", killed)
     outcome = run_training(cfg, echo=lambda _: None)
     thread.join(timeout=5)
     assert killed, "no training worker was killed"
     latest = latest_checkpoint(run)
     assert latest is not None
-    history = json.loads((latest / "history.json").read_text())
+    history = json.loads((Path(latest) / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert len(outcome.history) == 6

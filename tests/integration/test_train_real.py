@@ -111,5 +111,5 @@ def test_killed_two_worker_run_resumes_from_last_checkpoint(local_ray, asl_featu
     assert "resuming after epoch" in resumed.stdout + resumed.stderr
     latest = latest_checkpoint(run)
     assert latest is not None
-    history = json.loads((latest / "history.json").read_text())
+    history = json.loads((Path(latest) / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 9))  # every epoch once, none lost

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,18 @@ from asl_ray.dataset import Sample, SignDataset, collate, fit_standardizer
 from asl_ray.decode import single_label_scores
 from asl_ray.features import video_features
 from asl_ray.inputs import BLOCK_SIZES, build_inputs, input_size
-from asl_ray.loop import FitState, evaluate, fit, make_optimizer, make_scheduler, memory_batches, stage_plan
+from asl_ray.loop import (
+    FitState,
+    Precision,
+    evaluate,
+    fit,
+    make_optimizer,
+    make_scheduler,
+    memory_batches,
+    precision_for,
+    stage_plan,
+    train_epoch,
+)
 from asl_ray.losses import blank_mass, ctc_blank_loss, gloss_smoothing
 from asl_ray.model import SignModel, count_parameters
 from asl_ray.vocab import Vocabulary
@@ -205,3 +217,36 @@ def test_attention_heads_must_divide_hidden_size() -> None:
         load_config(None, ["data.wlasl_json=x", "model.encoder=attention", "model.hidden_size=64",
                            "model.attention_heads=3"])
     assert isinstance(Config.model_fields["features"].default, FeaturesConfig)
+
+
+def test_a_step_with_non_finite_gradients_is_skipped() -> None:
+    """A batch whose gradient is NaN (a corrupt input row) leaves the weights
+    as they were; before, optimizer.step wrote NaN into every weight."""
+    torch.manual_seed(0)
+    cfg = load_config(None, ["data.wlasl_json=x.json", "model.hidden_size=16", "model.num_layers=1",
+                             "train.augment.enabled=false"])
+    samples = _toy_samples()
+    std = fit_standardizer(samples, cfg.features)
+    model = build_model(cfg, 3)
+    opt = make_optimizer(model, cfg.train)
+    good = collate([SignDataset(samples, cfg.features, std)[i] for i in range(6)])
+    bad = {k: v.clone() for k, v in good.items()}
+    bad["x"][0, 0, 0] = float("nan")
+    before = [p.detach().clone() for p in model.parameters()]
+    metrics = train_epoch(model, [bad], opt, 3)
+    assert metrics["skipped_steps"] == 1.0
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    metrics = train_epoch(model, [good, bad, good], opt, 3)
+    assert metrics["skipped_steps"] == 1.0 and math.isfinite(metrics["grad_norm"])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled")
+def test_mixed_precision_follows_the_device() -> None:
+    assert precision_for(torch.device("cpu"), amp=True) == Precision()  # CPU: float32
+    assert precision_for(torch.device("cuda"), amp=False) == Precision()
+    bf16 = precision_for(torch.device("cuda"), amp=True, bf16_supported=True)
+    assert bf16.dtype == torch.bfloat16 and bf16.scaler is None  # same range as fp32: no scaler
+    fp16 = precision_for(torch.device("cuda"), amp=True, bf16_supported=False)
+    assert fp16.dtype == torch.float16 and isinstance(fp16.scaler, torch.amp.GradScaler)

@@ -1,0 +1,122 @@
+"""Everything on an S3-compatible server, nothing on the run's local disk:
+moto's S3 server on 127.0.0.1, a real local Ray and an MLflow tracking
+server. Extract into the bucket, train from it with checkpoints in it, kill
+a training worker and see Ray Train resume from the bucket, re-run the named
+run, evaluate a checkpoint given by URI, and tune with the tune folder in the
+bucket; every result is read back from the bucket and from MLflow's REST API.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from asl_ray.checkpoint import latest_checkpoint
+from asl_ray.cli import main
+from asl_ray.config import Config, load_config
+from asl_ray.extract import run_extract
+from asl_ray.storage import is_file, join, parquet_files, read_features, read_text, subfolders
+from asl_ray.trainer import TrainOutcome, run_training
+from tests.conftest import ROOT, require_shared
+from tests.servers import kill_when, mlflow_api
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ray_with_s3(s3_bucket: str, request: pytest.FixtureRequest) -> str:
+    """The bucket, and a local Ray started after it (its workers inherit AWS_*)."""
+    request.getfixturevalue("local_ray")
+    return s3_bucket
+
+
+def _cfg(bucket: str, mlflow: str, *extra: str) -> Config:
+    return load_config(ROOT / "configs/asl_signs.yaml", [
+        f"data.asl_signs_dir={require_shared('asl-signs')}", f"extract.output_dir={bucket}/features",
+        f"train.run_dir={bucket}/runs", f"tracking.uri={mlflow}", "tracking.experiment=s3", "train.batch_size=16",
+        *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(ray_with_s3: str, mlflow_server: str) -> tuple[Config, TrainOutcome, list[int]]:
+    bucket = ray_with_s3
+    cfg = _cfg(bucket, mlflow_server, "train.name=r", "train.epochs=4", "train.max_failures=2")
+    assert run_extract(cfg, echo=lambda _: None).ok == 84
+    run = join(bucket, "runs", "r")
+    killed: list[int] = []
+    thread = kill_when(lambda: len(subfolders(run, "checkpoint_")) >= 2, "RayTrainWorker", killed)
+    outcome = run_training(cfg, echo=lambda _: None)
+    thread.join(timeout=5)
+    return cfg, outcome, killed
+
+
+def test_features_and_run_live_in_the_bucket(trained: tuple, ray_with_s3: str) -> None:
+    cfg, outcome, killed = trained
+    loc, files = parquet_files(cfg.extract.output_dir)
+    assert files and loc.uri_of(files[0]).startswith(ray_with_s3)
+    assert read_features(cfg.extract.output_dir, columns=["video_id"]).num_rows == 84
+    run = join(ray_with_s3, "runs", "r")
+    assert outcome.run_dir == run and outcome.best_checkpoint is not None
+    assert outcome.best_checkpoint.startswith(run + "/checkpoint_")
+    assert (read_text(join(run, "best_checkpoint.txt")) or "").strip() == outcome.best_checkpoint
+    assert is_file(join(run, "training_curves.png")) and is_file(join(run, "confusion_matrix.png"))
+    assert outcome.curves_png == join(run, "training_curves.png")
+
+
+def test_killed_worker_resumes_from_the_bucket(trained: tuple, ray_with_s3: str, mlflow_server: str) -> None:
+    """The restarted worker continues from the checkpoint in the bucket: rank 0
+    logs every epoch to MLflow once; a restart from scratch would log the
+    first epochs twice."""
+    _, outcome, killed = trained
+    assert killed, "no training worker was killed"
+    latest = latest_checkpoint(join(ray_with_s3, "runs", "r"))
+    assert latest is not None
+    assert [h["epoch"] for h in json.loads(read_text(join(latest, "history.json")) or "")] == [1, 2, 3, 4]
+    steps = mlflow_api(mlflow_server, f"metrics/get-history?run_id={outcome.mlflow_run_id}&metric_key=train_loss")
+    assert Counter(int(m["step"]) for m in steps["metrics"]) == {1: 1, 2: 1, 3: 1, 4: 1}
+
+
+def test_rerun_of_a_named_run_continues_from_the_bucket(trained: tuple, ray_with_s3: str, mlflow_server: str) -> None:
+    lines: list[str] = []
+    again = run_training(_cfg(ray_with_s3, mlflow_server, "train.name=r", "train.epochs=5"), echo=lines.append)
+    assert any("r exists; resuming from its latest checkpoint s3://" in line for line in lines), lines
+    assert [h["epoch"] for h in again.history] == [1, 2, 3, 4, 5]
+
+
+def test_evaluate_a_checkpoint_by_uri(trained: tuple, ray_with_s3: str) -> None:
+    _, outcome, _ = trained
+    res = CliRunner().invoke(main, ["evaluate", "--checkpoint", join(ray_with_s3, "runs", "r"), "--show", "2"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("val: ") and "top1" in res.output
+    written = res.output.strip().splitlines()[-1]
+    assert written.startswith(f"wrote {ray_with_s3}/runs/r/eval-checkpoint_")
+    csv = written.split()[1]
+    assert (read_text(csv) or "").startswith("gloss,samples,top1")
+
+
+def test_tune_with_its_folder_in_the_bucket(trained: tuple, ray_with_s3: str, mlflow_server: str) -> None:
+    cfg = load_config(ROOT / "configs/tune.yaml", [
+        f"data.asl_signs_dir={require_shared('asl-signs')}", "data.source=asl-signs", "data.val_fraction=0.3",
+        f"extract.output_dir={ray_with_s3}/features", f"train.run_dir={ray_with_s3}/runs",
+        f"tracking.uri={mlflow_server}", "tracking.experiment=s3-tune", "train.epochs=2", "train.batch_size=16",
+        "tune.name=t", "tune.num_samples=1", "tune.grace_period=1",
+        "tune.search_space={model.dropout: {type: grid, values: [0.1, 0.3]}}"])
+    from asl_ray.search import run_tune
+
+    outcome = run_tune(cfg, echo=lambda _: None)
+    assert outcome.path == join(ray_with_s3, "runs", "tune", "t")
+    assert sorted(r.status for r in outcome.rows) == ["completed", "completed"]
+    assert outcome.best_config == join(outcome.path, "best_config.yaml")
+    assert load_config(outcome.best_config).model.dropout in (0.1, 0.3)  # read back from the bucket
+    trials = subfolders(join(outcome.path, "trials"))
+    assert len(trials) == 2 and all(latest_checkpoint(t) for t in trials)
+    assert not Path(str(ROOT / "s3:")).exists() and not (Path.cwd() / "s3:").exists()
+    exp = mlflow_api(mlflow_server, "experiments/get-by-name?experiment_name=s3-tune")["experiment"]
+    runs = mlflow_api(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
+    children = [r for r in runs if {t["key"]: t["value"] for t in r["data"].get("tags", [])}.get(
+        "mlflow.parentRunId") == outcome.parent_run_id]
+    assert len(children) == 2

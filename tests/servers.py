@@ -1,0 +1,123 @@
+"""Real servers on 127.0.0.1 for the tests: an MLflow tracking server and an
+S3-compatible object store (moto's standalone server), plus the fault helper
+that kills one Ray actor process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, what: str, proc: subprocess.Popen | None = None, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it served {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{what} did not come up on {url}")
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """``mlflow server`` on loopback with a sqlite store under ``root``; its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{url}/health", "the MLflow server", proc)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def mlflow_api(url: str, path: str, body: dict | None = None) -> dict:
+    """One call of the MLflow REST API."""
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", method="POST" if body is not None else "GET",
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on loopback in its own process, with a fresh bucket.
+
+    Yields ``s3://<bucket>``; while it runs, the AWS_* variables of this
+    process point at it (``AWS_ENDPOINT_URL`` is read by pyarrow, boto3 and so
+    by Ray's storage too), and processes started meanwhile (a local Ray, `ray
+    start`) inherit them."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_ENDPOINT_URL=endpoint)
+    try:
+        _wait_http(endpoint, "the moto S3 server", proc)
+        bucket = f"asl-ray-{uuid.uuid4().hex[:8]}"
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        yield f"s3://{bucket}"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def kill_when(cond: Callable[[], bool], class_name: str, killed: list[int], timeout: float = 180) -> threading.Thread:
+    """Background thread: once ``cond()`` holds, SIGKILL one live actor process of ``class_name``."""
+    from ray.util.state import list_actors
+
+    def run() -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not cond():
+            time.sleep(0.2)
+        for actor in list_actors(filters=[("state", "=", "ALIVE")], detail=True):
+            if class_name in actor["class_name"] and actor.get("pid"):
+                os.kill(actor["pid"], signal.SIGKILL)
+                killed.append(actor["pid"])
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
