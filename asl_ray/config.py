@@ -158,6 +158,10 @@ class TrainConfig(_Section):
         "worker: each worker loads the dataset into memory (small datasets)"
     )
     prep_cpus: float = Field(1.0, gt=0, description="ray_data: CPUs per Ray Data task that builds inputs and augments")
+    standardizer_rows: int | None = Field(
+        20000, ge=1, description="ray_data: fit the input mean/std on at most this many train sequences, files "
+        "taken in a seeded random order (20k sequences are ~800k frames: the statistics are settled); null = all"
+    )
     shuffle_buffer: int = Field(
         1024, ge=0, description="ray_data: rows in each worker's local shuffle buffer, on top of a new file order "
         "every epoch"

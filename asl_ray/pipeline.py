@@ -55,7 +55,10 @@ def run_pipeline(cfg: Config, echo: Callable[[str], None] = print) -> PipelineSu
         echo("run: no dataset on disk at the configured paths; using a SYNTHETIC landmark dataset (generated "
              "movements, not real signs) so the pipeline can run from features on. Point data.* at real "
              "videos for real results.")
-        out = cfg.extract.output_dir
+        # A folder of its own, never extract.output_dir: generated rows must not
+        # mix into (or stand in for) a real feature dataset.
+        out = join(cfg.train.run_dir, "synthetic-features")
+        cfg = cfg.model_copy(update={"extract": cfg.extract.model_copy(update={"output_dir": out})})
         if not completed_ids(out):
             echo(f"run: wrote {write_synthetic(out)} synthetic samples to {out}")
     else:

@@ -12,7 +12,9 @@ train` in a fresh process with its own local Ray (2 CPUs), the recipe model
 * time to first step: process start -> the first training batch (the
   worker's own clock), so it includes Ray start-up, the metadata pass, the
   streamed standardiser pass and building val;
-* peak RSS of each Ray Train worker, and the node's peak memory: the sum of
+* peak RSS of each Ray Train worker and its private part (RssAnon; the rest
+  is mostly object-store pages shared with the node), and the node's peak
+  memory: the sum of
   PSS (shared pages split between their users, so the object store counts
   once) over the run's whole process tree, sampled every 0.5 s;
 * train samples/s of the epoch, val seconds of the epoch.
@@ -92,11 +94,13 @@ def _kib(pid: int, path: str, key: str) -> int:
 
 
 class MemoryWatch(threading.Thread):
-    """Peak RSS per Ray Train worker and peak summed PSS of a process tree."""
+    """Peak RSS per Ray Train worker (and its private part, RssAnon: RSS also
+    counts the object store's shared pages the worker has read) and peak
+    summed PSS of a process tree."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.stop, self.worker_rss, self.node_pss = pid, False, {}, 0
+        self.pid, self.stop, self.worker_rss, self.worker_anon, self.node_pss = pid, False, {}, {}, 0
         self.start()
 
     def run(self) -> None:
@@ -110,6 +114,7 @@ class MemoryWatch(threading.Thread):
                     continue
                 if b"RayTrainWorker" in cmd:
                     self.worker_rss[p] = max(self.worker_rss.get(p, 0), _kib(p, "status", "VmRSS:"))
+                    self.worker_anon[p] = max(self.worker_anon.get(p, 0), _kib(p, "status", "RssAnon:"))
             self.node_pss = max(self.node_pss, total)
             time.sleep(0.5)
 
@@ -133,7 +138,8 @@ def train_run(features: Path, runs: Path, name: str, workers: int, epochs: int, 
     ckpts = sorted(p for p in (runs / name).glob("checkpoint_*") if p.is_dir())
     history = json.loads((ckpts[-1] / "history.json").read_text())
     return {"history": history, "first_step_s": history[0].get("first_step_time", float("nan")) - t0,
-            "worker_rss_gb": [v / 2**20 for v in watch.worker_rss.values()], "node_gb": watch.node_pss / 2**20}
+            "worker_rss_gb": [v / 2**20 for v in watch.worker_rss.values()],
+            "worker_anon_gb": [v / 2**20 for v in watch.worker_anon.values()], "node_gb": watch.node_pss / 2**20}
 
 
 def main() -> None:
@@ -156,11 +162,13 @@ def main() -> None:
             h = r["history"][0]
             n_train = n - (n + 4) // 5  # every 5th sequence is val
             row = (f"{n:>7} | {w} | {r['first_step_s']:6.1f} | "
-                   f"{max(r['worker_rss_gb'], default=float('nan')):5.2f} | {r['node_gb']:5.2f} | "
+                   f"{max(r['worker_rss_gb'], default=float('nan')):5.2f} | "
+                   f"{max(r['worker_anon_gb'], default=float('nan')):5.2f} | {r['node_gb']:5.2f} | "
                    f"{n_train / h['train_seconds']:7.1f} | {h.get('val_seconds', float('nan')):6.1f}")
             rows.append(row)
             print(row, flush=True)
-    print("\nsequences | workers | first step s | peak RSS per worker GB | node peak GB (PSS) | "
+    print("\nsequences | workers | first step s | peak RSS per worker GB | of it private (RssAnon) GB | "
+          "node peak GB (PSS) | "
           "train samples/s | val s/epoch")
     print("\n".join(rows))
     if args.wlasl_epochs:

@@ -47,6 +47,10 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
     out = proc.stdout
     assert proc.returncode == 0, (out + proc.stderr)[-4000:]
     assert "SYNTHETIC" in out  # it says, loudly, that it is not real data
+    # ... and writes it into a folder of its own, never the config's feature dataset.
+    written = re.search(r"synthetic samples to (\S+)", out)
+    assert written is not None and written.group(1) == str(clone / "runs/quickstart/synthetic-features")
+    assert not (clone / "runs/quickstart/features").exists()
     assert "best val accuracy: top-1" in out and "best checkpoint:" in out and "mlflow ui --backend-store-uri" in out
     ckpt = Path(re.search(r"best checkpoint: (\S+)", out).group(1))  # type: ignore[union-attr]
     assert (ckpt / "model.pt").is_file()

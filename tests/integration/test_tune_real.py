@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
-from asl_ray.config import load_config
+from asl_ray.config import Config, load_config
 from asl_ray.extract import run_extract
 from asl_ray.search import run_tune
 from tests.conftest import ROOT, require_shared
@@ -67,20 +68,78 @@ def test_every_trial_is_a_child_run_with_params_and_metrics(tuned: tuple, mlflow
 
 
 def test_best_config_retrains_as_is(tuned: tuple) -> None:
-    _, outcome, _ = tuned
-    assert outcome.best is not None and outcome.best.overrides["model.hidden_size"] == 16
-    best = load_config(outcome.best_config)
-    assert best.model.hidden_size == 16
-    assert best.tune.search_space == {}
+    """best_config.yaml is the best trial's config: trained again as is (same
+    seed, same data), it scores what that trial scored at its best epoch."""
+    from asl_ray.checkpoint import latest_checkpoint, load_checkpoint
+    from asl_ray.storage import join
+    from asl_ray.trainer import run_training
+
+    cfg, outcome, _ = tuned
+    scored = [r for r in outcome.rows if r.status != "failed"]
+    best = outcome.best
+    assert best is not None and best.metrics["val_top1"] == max(r.metrics["val_top1"] for r in scored)
+    again = load_config(outcome.best_config)
+    assert again.tune.search_space == {}
+    assert again.model.dropout == pytest.approx(best.overrides["model.dropout"])
+    assert again.train.blank_penalty == pytest.approx(best.overrides["train.blank_penalty"])
+    retrained = run_training(load_config(outcome.best_config, ["train.name=retrain", "tracking.enabled=false"]),
+                             echo=lambda _: None)
+    if best.status == "completed":
+        assert retrained.best_metrics["val_top1"] == pytest.approx(best.metrics["val_top1"], abs=1e-9)
+    # Epoch for epoch the same run as the trial (read from the trial's own checkpoint).
+    trial_ckpt = latest_checkpoint(join(outcome.path, "trials", best.trial_id))
+    assert trial_ckpt is not None
+    trial_history = load_checkpoint(trial_ckpt).history
+    # (A trial that ASHA stopped early has fewer epochs: compare those it has.)
+    assert [h["val_loss"] for h in retrained.history[:len(trial_history)]] == pytest.approx(
+        [h["val_loss"] for h in trial_history], rel=1e-5)
 
 
-def test_interrupted_tune_resumes(tuned: tuple) -> None:
-    """--resume continues the named tune; a finished one has nothing left to run."""
-    cfg, first, _ = tuned
+def test_interrupted_tune_resumes(tuned: tuple, mlflow_server: str) -> None:
+    """A tune whose driver is killed while trials run is continued by --resume:
+    the trials it had finished are not run again, the others are."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg, _, _ = tuned
+    root = Path(cfg.train.run_dir) / "tune" / "t2"
+    sets = ["tune.name=t2", "tune.num_samples=3", "train.epochs=3",
+            "tune.search_space={model.dropout: {type: uniform, low: 0.1, high: 0.4}}",
+            "tune.max_concurrent_trials=1"]
+    cmd = [sys.executable, "-m", "asl_ray.cli", "tune", "-c", str(ROOT / "configs/tune.yaml"),
+           *[a for k in _base_sets(cfg, mlflow_server) + sets for a in ("--set", k)]]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = "1"  # Tune's state on disk is at most 1 s old when the driver dies
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    seen: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.time() + 400
+    for line in proc.stdout:  # one trial completed, the next one half-way: kill the driver
+        seen.append(line)
+        if any("completed [" in x for x in seen) and "epoch 2:" in line or time.time() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    finished = {x.split()[2] for x in seen if "completed [" in x}
+    assert len(finished) == 1, "".join(seen)[-3000:]
+    time.sleep(3)
+
     lines: list[str] = []
-    again = run_tune(cfg, resume=True, echo=lines.append)
-    assert {r.trial_id for r in again.rows} == {r.trial_id for r in first.rows}
-    assert not any("started" in line for line in lines)
+    resumed = run_tune(load_config(ROOT / "configs/tune.yaml", _base_sets(cfg, mlflow_server) + sets), resume=True,
+                       echo=lines.append)
+    assert len(resumed.rows) == 3 and all(r.status == "completed" for r in resumed.rows)
+    rerun = {x.split()[2] for x in lines if " started " in x}
+    assert rerun and not rerun & finished  # the finished trial is not run again
+    assert root.is_dir()
+
+
+def _base_sets(cfg: Config, mlflow: str) -> list[str]:
+    return ["data.source=asl-signs", f"data.asl_signs_dir={require_shared('asl-signs')}", "data.val_fraction=0.3",
+            f"extract.output_dir={cfg.extract.output_dir}", f"train.run_dir={cfg.train.run_dir}",
+            "train.batch_size=8", f"tracking.uri={mlflow}", "tracking.experiment=tune-test", "tune.grace_period=1"]
 
 
 def test_experiment_page_lists_trials_in_chromium(tuned: tuple, mlflow_server: str) -> None:
