@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from asl_ray.config import Config, ExtractConfig
 from asl_ray.features import FEATURE_VERSION, NoBodyFrame, video_features
+from asl_ray.versions import stale_summary
 from asl_ray.manifest import build_manifest
 from asl_ray.schema import FEATURE_SCHEMA, STATUS_FAILED, STATUS_OK
 from asl_ray.storage import Location, absolute, read_features, remove_leftovers, write_atomically
@@ -231,6 +232,11 @@ def run_extract(cfg: Config, echo: Callable[[str], None] = print) -> ExtractSumm
     remove_leftovers(out_dir)
     todo, skipped = pending_rows(cfg)
     summary = ExtractSummary(skipped=skipped, output_dir=out_dir)
+    stale = stale_summary(read_features(out_dir, columns=["extractor_version", "feature_version"], status=None))
+    if stale:
+        echo(f"extract: {sum(stale.values())} rows in {out_dir} come from another asl-ray version "
+             f"({', '.join(f'{n} x {v}' for v, n in sorted(stale.items()))}); training refuses them: extract "
+             "into a new folder (--set extract.output_dir=NEW)")
     if not todo:
         echo(f"extract: nothing to do ({skipped} videos already in {out_dir})")
         return summary

@@ -15,8 +15,8 @@ import numpy as np
 
 from asl_ray.extract import rows_to_table, write_atomically
 from asl_ray.features import FEATURE_VERSION, video_features
+from asl_ray.versions import SYNTHETIC_VERSION
 
-SYNTHETIC_VERSION = "synthetic-v1"
 
 
 def _body(rng: np.random.Generator, t: int) -> np.ndarray:

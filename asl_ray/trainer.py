@@ -48,7 +48,9 @@ from asl_ray.vocab import Vocabulary
 
 def load_data(cfg: Config, vocab: Vocabulary | None = None) -> Splits:
     """Every train/val sample in memory (columnar): the ``worker`` ingest and evaluation."""
-    splits = load_splits(read_features(cfg.extract.output_dir), cfg.train.vocab_size, cfg.features.max_frames, vocab)
+    table = read_features(cfg.extract.output_dir)
+    refuse_stale(table, cfg.extract.output_dir)
+    splits = load_splits(table, cfg.train.vocab_size, cfg.features.max_frames, vocab)
     if not splits.train:
         raise UserError("no train samples in the vocabulary: check train.vocab_size and the dataset")
     return splits
@@ -66,10 +68,31 @@ class DataSummary:
         return describe_splits(self.vocab, self.kept["train"], self.kept["val"], self.dropped)
 
 
+def refuse_stale(table: Any, location: str) -> None:
+    """One-line error when rows come from another extractor or feature version."""
+    from asl_ray.versions import stale_summary
+
+    stale = stale_summary(table)
+    if stale:
+        which = ", ".join(f"{n} rows {v}" for v, n in sorted(stale.items()))
+        raise UserError(f"{location}: {sum(stale.values())} of {table.num_rows} rows were extracted by another "
+                        f"asl-ray version ({which}; this code writes {current_versions()}): re-extract them into "
+                        f"a new folder with `asl-ray extract --set extract.output_dir=NEW` and train from it")
+
+
+def current_versions() -> str:
+    from asl_ray.features import FEATURE_VERSION
+    from asl_ray.versions import EXTRACTORS
+
+    return f"{' | '.join(EXTRACTORS)} / {FEATURE_VERSION}"
+
+
 def data_summary(cfg: Config, vocab: Vocabulary | None = None) -> DataSummary:
     from asl_ray.ingest import split_counts
 
-    table = read_features(cfg.extract.output_dir, columns=["video_id", "gloss", "split"])
+    table = read_features(cfg.extract.output_dir,
+                          columns=["video_id", "gloss", "split", "extractor_version", "feature_version"])
+    refuse_stale(table, cfg.extract.output_dir)
     vocab = vocab or vocabulary_of(table, cfg.train.vocab_size)
     kept, dropped = split_counts(table, vocab)
     if not kept["train"]:

@@ -36,9 +36,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procmem import TreeMemory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ["features.inputs=[phono,masks,hands,pose,velocity,bones]", "model.encoder=attention",
@@ -67,58 +69,6 @@ def make_dataset(out: Path, n: int, base_rows: int = 1000) -> None:
         write_atomically(part, str(out), f"part-{start:08d}.parquet")
 
 
-def _children(pid: int) -> set[int]:
-    parent: dict[int, int] = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, grew = {pid}, True
-    while grew:
-        new = {c for c, pp in parent.items() if pp in tree and c not in tree}
-        tree |= new
-        grew = bool(new)
-    return tree
-
-
-def _kib(pid: int, path: str, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/{path}").read_text().splitlines():
-            if line.startswith(key):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-class MemoryWatch(threading.Thread):
-    """Peak RSS per Ray Train worker (and its private part, RssAnon: RSS also
-    counts the object store's shared pages the worker has read) and peak
-    summed PSS of a process tree."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.stop, self.worker_rss, self.worker_anon, self.node_pss = pid, False, {}, {}, 0
-        self.start()
-
-    def run(self) -> None:
-        while not self.stop:
-            total = 0
-            for p in _children(self.pid):
-                total += _kib(p, "smaps_rollup", "Pss:")
-                try:
-                    cmd = Path(f"/proc/{p}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if b"RayTrainWorker" in cmd:
-                    self.worker_rss[p] = max(self.worker_rss.get(p, 0), _kib(p, "status", "VmRSS:"))
-                    self.worker_anon[p] = max(self.worker_anon.get(p, 0), _kib(p, "status", "RssAnon:"))
-            self.node_pss = max(self.node_pss, total)
-            time.sleep(0.5)
-
-
 def train_run(features: Path, runs: Path, name: str, workers: int, epochs: int, extra: list[str],
               config: str | None = None) -> dict:
     sets = [f"extract.output_dir={features}", f"train.run_dir={runs}", f"train.name={name}",
@@ -130,16 +80,17 @@ def train_run(features: Path, runs: Path, name: str, workers: int, epochs: int, 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    watch = MemoryWatch(proc.pid)
+    watch = TreeMemory(proc.pid)
     out, _ = proc.communicate()
-    watch.stop = True
+    watch.finish()
+    workers = watch.matching("RayTrainWorker")
     if proc.returncode:
         raise SystemExit(f"{name} failed:\n{out[-3000:]}")
     ckpts = sorted(p for p in (runs / name).glob("checkpoint_*") if p.is_dir())
     history = json.loads((ckpts[-1] / "history.json").read_text())
     return {"history": history, "first_step_s": history[0].get("first_step_time", float("nan")) - t0,
-            "worker_rss_gb": [v / 2**20 for v in watch.worker_rss.values()],
-            "worker_anon_gb": [v / 2**20 for v in watch.worker_anon.values()], "node_gb": watch.node_pss / 2**20}
+            "worker_rss_gb": [v / 2**20 for v in workers.values()],
+            "worker_anon_gb": [watch.peak_anon[p] / 2**20 for p in workers], "node_gb": watch.tree_pss / 2**20}
 
 
 def main() -> None:

@@ -176,3 +176,24 @@ def test_empty_dataset_and_no_train_rows_are_one_line_errors(tmp_path: Path, tab
     assert data_summary(cfg).kept["train"] == sum(s == "train" for s in table.column("split").to_pylist())
     with pytest.raises(UserError, match="no train samples in the vocabulary"):
         data_summary(cfg, Vocabulary(("not-a-gloss",)))
+
+
+def test_rows_of_another_extractor_or_feature_version_are_refused(table: pa.Table, tmp_path: Path) -> None:
+    """A dataset that mixes rows of an older asl-ray with new ones is a one-line
+    error naming the fix, for both ingest paths (it trained silently before)."""
+    from asl_ray.config import load_config
+    from asl_ray.trainer import data_summary, load_data
+    from tests.conftest import ROOT
+
+    write_atomically(table.slice(0, 30), str(tmp_path), "part-a.parquet")
+    old = table.slice(30)
+    old = old.set_column(old.column_names.index("feature_version"), "feature_version",
+                         pa.array(["phono36-v0"] * old.num_rows))
+    write_atomically(old, str(tmp_path), "part-b.parquet")
+    cfg = load_config(ROOT / "configs/quickstart.yaml", [f"extract.output_dir={tmp_path}"])
+    for read in (data_summary, load_data):
+        with pytest.raises(UserError, match=rf"{old.num_rows} of {table.num_rows} rows were extracted by another "
+                                            r"asl-ray version \(.*phono36-v0.*\).*re-extract them"):
+            read(cfg)
+    (tmp_path / "part-b.parquet").unlink()
+    assert data_summary(cfg).kept["train"] > 0  # the current rows alone are fine
