@@ -30,10 +30,10 @@ import pyarrow.compute as pc
 
 from asl_ray.config import Config, ExtractConfig
 from asl_ray.features import FEATURE_VERSION, NoBodyFrame, video_features
-from asl_ray.versions import stale_summary
 from asl_ray.manifest import build_manifest
 from asl_ray.schema import FEATURE_SCHEMA, STATUS_FAILED, STATUS_OK
 from asl_ray.storage import Location, absolute, read_features, remove_leftovers, write_atomically
+from asl_ray.versions import stale_summary
 
 __all__ = ["completed_ids", "read_features", "run_extract", "write_atomically"]
 

@@ -121,14 +121,24 @@ def shard_batches(batches: Iterable[pa.Table], batch_size: int, width: int, rng:
 def read_split(cfg: Config, split: str, shuffle_files: bool) -> Any:
     """The ok rows of one split as a lazy Ray Dataset (only the columns training needs)."""
     import ray.data
-    from ray.data import FileShuffleConfig
+    from ray.data import DataContext, FileShuffleConfig
     from ray.data.expressions import col
 
     loc, files = parquet_files(cfg.extract.output_dir)
     repeats = repeated_rows(cfg.extract.output_dir)
     shuffle = FileShuffleConfig(seed=cfg.train.seed, reseed_after_execution=True) if shuffle_files else None
-    ds = ray.data.read_parquet(files, filesystem=loc.fs, columns=READ_COLUMNS, shuffle=shuffle,
-                               include_paths=bool(repeats))
+    # Ray 2.60's default (V2) Parquet reader starts a pool of 32 footer-reading
+    # actors for every execution, i.e. every epoch: on a 2-core node ~12 s per
+    # epoch for WLASL100's 196 files, longer than the epoch's training. The V1
+    # reader lists and reads the same files without them (1.3 s); the setting
+    # is read when the dataset is created and kept with it.
+    ctx = DataContext.get_current()
+    v2, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        ds = ray.data.read_parquet(files, filesystem=loc.fs, columns=READ_COLUMNS, shuffle=shuffle,
+                                   include_paths=bool(repeats))
+    finally:
+        ctx.use_datasource_v2 = v2
     ds = ds.filter(expr=(col("status") == STATUS_OK) & (col("split") == split))
     if repeats:
         # A video re-extracted into a later file counts once, as read_features has it.

@@ -18,7 +18,6 @@ from asl_ray.features import FEATURE_VERSION, video_features
 from asl_ray.versions import SYNTHETIC_VERSION
 
 
-
 def _body(rng: np.random.Generator, t: int) -> np.ndarray:
     pose = np.zeros((t, 33, 4))
     cx, cy, width = rng.uniform(250, 390), rng.uniform(180, 230), rng.uniform(120, 200)
