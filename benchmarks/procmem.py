@@ -62,10 +62,10 @@ class TreeMemory(threading.Thread):
                 if hwm:
                     self.peak_rss[p] = max(self.peak_rss.get(p, 0), hwm)
                     self.peak_anon[p] = max(self.peak_anon.get(p, 0), kib(p, "status", "RssAnon:"))
-                if p not in self.cmdline:
-                    with contextlib.suppress(OSError):
-                        self.cmdline[p] = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-                            errors="replace")
+                # Read every time: a Ray worker renames itself (ray::IDLE -> ray::RayTrainWorker).
+                with contextlib.suppress(OSError):
+                    self.cmdline[p] = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                        errors="replace")
             self.tree_pss = max(self.tree_pss, total)
             time.sleep(self.interval)
 
