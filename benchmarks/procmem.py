@@ -62,10 +62,12 @@ class TreeMemory(threading.Thread):
                 if hwm:
                     self.peak_rss[p] = max(self.peak_rss.get(p, 0), hwm)
                     self.peak_anon[p] = max(self.peak_anon.get(p, 0), kib(p, "status", "RssAnon:"))
-                # Read every time: a Ray worker renames itself (ray::IDLE -> ray::RayTrainWorker).
+                # Every name a process has had: a Ray worker renames itself
+                # (ray::IDLE -> ray::RayTrainWorker), and an exiting one reads empty.
                 with contextlib.suppress(OSError):
-                    self.cmdline[p] = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-                        errors="replace")
+                    name = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    if name and name not in self.cmdline.get(p, ""):
+                        self.cmdline[p] = f"{self.cmdline.get(p, '')} | {name}"
             self.tree_pss = max(self.tree_pss, total)
             time.sleep(self.interval)
 
