@@ -104,15 +104,25 @@ def s3_server() -> Iterator[str]:
         proc.wait(timeout=30)
 
 
+def ray_address() -> str:
+    """The GCS address of the Ray this process is connected to. The state API
+    guesses it otherwise, and fails when this machine runs other Ray instances."""
+    import ray
+
+    return str(ray.get_runtime_context().gcs_address)
+
+
 def kill_when(cond: Callable[[], bool], class_name: str, killed: list[int], timeout: float = 180) -> threading.Thread:
     """Background thread: once ``cond()`` holds, SIGKILL one live actor process of ``class_name``."""
     from ray.util.state import list_actors
+
+    address = ray_address()
 
     def run() -> None:
         deadline = time.time() + timeout
         while time.time() < deadline and not cond():
             time.sleep(0.2)
-        for actor in list_actors(filters=[("state", "=", "ALIVE")], detail=True):
+        for actor in list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True):
             if class_name in actor["class_name"] and actor.get("pid"):
                 os.kill(actor["pid"], signal.SIGKILL)
                 killed.append(actor["pid"])

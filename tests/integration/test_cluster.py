@@ -27,7 +27,7 @@ from asl_ray.checkpoint import latest_checkpoint
 from asl_ray.config import load_config
 from asl_ray.extract import read_features, run_extract
 from tests.conftest import ROOT, require_shared
-from tests.servers import kill_when, mlflow_api
+from tests.servers import kill_when, mlflow_api, ray_address
 
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -181,8 +181,8 @@ def test_two_training_workers_across_two_nodes(cluster: dict[str, str], tmp_path
         "train.ingest=worker"])
     outcome = run_training(cfg, echo=lambda _: None)
     assert len(outcome.history) == 2
-    workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True)
-               if a.get("ray_namespace") is not None]
+    found = list_actors(address=ray_address(), filters=[("class_name", "=", "RayTrainWorker")], detail=True)
+    workers = [a for a in found if a.get("ray_namespace") is not None]
     nodes = {a["node_id"] for a in workers}
     assert len(nodes) == 2, nodes
 

@@ -29,7 +29,7 @@ from asl_ray.config import Config, load_config
 from asl_ray.extract import run_extract
 from asl_ray.storage import is_file, join
 from tests.conftest import ROOT, require_shared
-from tests.servers import free_port, mlflow_api
+from tests.servers import free_port, mlflow_api, ray_address
 
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -154,13 +154,13 @@ def test_readme_cluster_recipe_on_the_isolated_node(isolated: dict[str, str], s3
     log = _job(isolated, "jobs/train.py", "-c", "configs/asl_signs.yaml", *where, *small,
                "--set", "train.name=asl", "--set", "tracking.experiment=isolated")
     assert "train: asl done, 2 epochs" in log and f"best checkpoint: {store}/runs/asl/checkpoint_" in log
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True)
+    workers = list_actors(address=ray_address(), filters=[("class_name", "=", "RayTrainWorker")], detail=True)
     assert workers and {w["node_id"] for w in workers} == {isolated["node_id"]}
     log = _job(isolated, "jobs/tune.py", "-c", "configs/tune.yaml", *where, *small,
                "--set", "data.source=asl-signs", "--set", "data.val_fraction=0.3", "--set", "tune.name=t",
                "--set", "tune.num_samples=2", "--set", "tune.grace_period=1",
                "--set", "tune.search_space={model.dropout: {type: uniform, low: 0.1, high: 0.4}}")
-    assert "tune: t finished: 2 completed" in log
+    assert "tune: t finished: " in log and ", 0 failed" in log
     assert is_file(f"{store}/runs/tune/t/best_config.yaml")
     evaluated = subprocess.run([sys.executable, "-m", "asl_ray.cli", "evaluate", "--checkpoint", f"{store}/runs/asl"],
                                cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
