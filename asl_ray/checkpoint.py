@@ -93,6 +93,22 @@ def latest_checkpoint(run_location: Path | str) -> str | None:
     return max(found, key=lambda fh: len(fh[1]))[0] if found else None
 
 
+def epochs_done(checkpoint: str) -> int:
+    """Epochs in a checkpoint's history (0 when it cannot be read)."""
+    try:
+        return len(json.loads(read_text(join(checkpoint, "history.json")) or "[]"))
+    except ValueError:
+        return 0
+
+
+def resume_point(resume_from: str | None, run_location: str) -> str | None:
+    """Where a (re)starting training worker continues: the more advanced of
+    ``resume_from`` and the latest complete checkpoint of its run folder
+    (which, after a failure, holds what this run has done since)."""
+    candidates = [c for c in (resume_from, latest_checkpoint(run_location)) if c]
+    return max(candidates, key=epochs_done) if candidates else None
+
+
 def best_checkpoint(run_location: Path | str) -> str | None:
     """The complete checkpoint whose epoch scored best (val top-1, train top-1
     without val; the later epoch on a tie): a run's model when no

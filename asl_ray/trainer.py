@@ -27,10 +27,12 @@ import numpy as np
 import torch
 
 from asl_ray.checkpoint import (
+    LoadedCheckpoint,
     build_model,
     latest_checkpoint,
     load_checkpoint,
     resolve_checkpoint,
+    resume_point,
     save_checkpoint,
     unwrap,
 )
@@ -167,10 +169,18 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.train.seed)
     device = ray.train.torch.get_device()
 
-    # The run's latest checkpoint after a failure, or train.resume_from (handed
-    # to TorchTrainer as a Checkpoint, so a URI is downloaded on this node).
+    # Where to continue from. Ray 2.60's Train V2 hands a restarted worker
+    # group no checkpoint (ray.train.get_checkpoint() is None after a worker
+    # died: measured, and the fault tests now check it), so the worker finds
+    # it itself: the most advanced of train.resume_from and the complete
+    # checkpoints in this run's folder (local or URI, downloaded on this node).
     resume = ray.train.get_checkpoint()
-    loaded = load_checkpoint(resume.to_directory(), with_state=True) if resume is not None else None
+    loaded: LoadedCheckpoint | None
+    if resume is not None:
+        loaded = load_checkpoint(resume.to_directory(), with_state=True)
+    else:
+        where = resume_point(loop_config.get("resume_from"), loop_config["run_location"])
+        loaded = load_checkpoint(where, with_state=True) if where else None
     data = _worker_data(cfg, loop_config, loaded, rank, world)
     num_classes = data.vocab.num_glosses
 
@@ -310,15 +320,15 @@ def _check_room_for_data_prep(cfg: Config, use_gpu: bool) -> None:
 def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlflow_uri: str | None = None,
                   callbacks: list[Any] | None = None) -> Any:
     """One function that builds the TorchTrainer; ``train`` and ``tune`` both call it."""
-    import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     storage = absolute(cfg.train.run_dir)
     use_gpu = _use_gpu(cfg)
-    loop_config: dict[str, Any] = {"cfg": cfg.model_dump(mode="json"), "mlflow_run_id": mlflow_run_id,
-                                   "mlflow_uri": mlflow_uri}
     resume_from = resolve_checkpoint(cfg.train.resume_from) if cfg.train.resume_from else None
+    loop_config: dict[str, Any] = {"cfg": cfg.model_dump(mode="json"), "mlflow_run_id": mlflow_run_id,
+                                   "mlflow_uri": mlflow_uri, "resume_from": resume_from,
+                                   "run_location": join(storage, name)}
     datasets, data_config = None, None
     if cfg.train.ingest == "ray_data":
         _check_room_for_data_prep(cfg, use_gpu)
@@ -340,7 +350,6 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
         train_loop_config=loop_config,
         datasets=datasets,
         dataset_config=data_config,
-        resume_from_checkpoint=ray.train.Checkpoint(resume_from) if resume_from else None,
         scaling_config=ScalingConfig(
             num_workers=cfg.train.num_workers, use_gpu=use_gpu,
             resources_per_worker=None if use_gpu else {"CPU": cfg.train.cpus_per_worker},

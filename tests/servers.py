@@ -131,3 +131,21 @@ def kill_when(cond: Callable[[], bool], class_name: str, killed: list[int], time
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def ray_job(dashboard: str, *args: str, cwd: Path, timeout: int = 500) -> subprocess.CompletedProcess:
+    """`ray job submit --working-dir . -- python ARGS` against ``dashboard``.
+
+    A cluster that has just started may answer "No available agent to submit
+    job" until its dashboard agent has registered: that answer is retried for
+    up to two minutes; anything else is the job's own result."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    deadline = time.time() + 120
+    while True:
+        proc = subprocess.run([str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", dashboard,
+                               "--working-dir", ".", "--", "python", *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+        if "No available agent to submit job" not in proc.stdout + proc.stderr or time.time() > deadline:
+            return proc
+        time.sleep(3)

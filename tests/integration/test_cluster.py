@@ -27,7 +27,7 @@ from asl_ray.checkpoint import latest_checkpoint
 from asl_ray.config import load_config
 from asl_ray.extract import read_features, run_extract
 from tests.conftest import ROOT, require_shared
-from tests.servers import kill_when, mlflow_api, ray_address
+from tests.servers import kill_when, mlflow_api, ray_address, ray_job
 
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -111,11 +111,7 @@ def _video_folder(tmp: Path, ids: list[str]) -> Path:
 
 
 def _submit(cluster: dict[str, str], *args: str, timeout: int = 400, ok: bool = True) -> str:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(
-        [RAY, "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(ROOT), "--", "python", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = ray_job(cluster["dashboard"], *args, cwd=ROOT, timeout=timeout)
     out = proc.stdout + proc.stderr
     if ok:
         assert proc.returncode == 0 and "' succeeded" in out, out[-4000:]

@@ -29,7 +29,7 @@ from asl_ray.config import Config, load_config
 from asl_ray.extract import run_extract
 from asl_ray.storage import is_file, join
 from tests.conftest import ROOT, require_shared
-from tests.servers import free_port, mlflow_api, ray_address
+from tests.servers import free_port, mlflow_api, ray_address, ray_job
 
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -126,11 +126,7 @@ def test_local_paths_cannot_train_there(isolated: dict[str, str], s3_bucket: str
 
 
 def _job(isolated: dict[str, str], *args: str, timeout: int = 500) -> str:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([RAY, "job", "submit", "--address", isolated["dashboard"], "--working-dir", ".", "--",
-                           "python", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    proc = ray_job(isolated["dashboard"], *args, cwd=ROOT, timeout=timeout)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "' succeeded" in out, out[-4000:]
     return out

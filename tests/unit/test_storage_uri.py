@@ -131,3 +131,19 @@ def test_a_trial_is_judged_by_its_best_epoch() -> None:
     assert best["val_top1"] == 0.6 and best["epoch"] == 2 and best["training_iteration"] == 3
     assert _best_epoch(res, "val_loss", "min") == res.metrics  # no such column: the last epoch
     assert json.dumps(best)  # plain Python numbers (they go into MLflow and the summary)
+
+
+def test_a_restarted_worker_resumes_from_the_most_advanced_checkpoint(s3_bucket: str, tmp_path: Path) -> None:
+    """Ray 2.60 hands a restarted worker group no checkpoint: the worker takes
+    the more advanced of train.resume_from and its run folder's latest."""
+    from asl_ray.checkpoint import resume_point
+
+    cfg = load_config(ROOT / "configs/quickstart.yaml", ["model.hidden_size=8", "model.num_layers=1"])
+    start = join(s3_bucket, "elsewhere", "checkpoint_a")
+    _upload(_checkpoint(tmp_path / "a", [0.1, 0.2], cfg), start)
+    run = join(s3_bucket, "runs", "resumed")
+    assert resume_point(None, run) is None
+    assert resume_point(start, run) == start  # first start: nothing of this run yet
+    _upload(_checkpoint(tmp_path / "b", [0.1, 0.2, 0.3], cfg), join(run, "checkpoint_b"))
+    assert resume_point(start, run) == join(run, "checkpoint_b")  # after a failure: what this run has done
+    assert resume_point(None, run) == join(run, "checkpoint_b")
