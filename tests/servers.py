@@ -134,7 +134,8 @@ def kill_when(cond: Callable[[], bool], class_name: str, killed: list[int], time
 
 
 def ray_job(dashboard: str, *args: str, cwd: Path, timeout: int = 500) -> subprocess.CompletedProcess:
-    """`ray job submit --working-dir . -- python ARGS` against ``dashboard``.
+    """`ray job submit --working-dir . -- python ARGS` against ``dashboard``
+    (with this test run's interpreter as ``python``).
 
     A cluster that has just started may answer "No available agent to submit
     job" until its dashboard agent has registered: that answer is retried for
@@ -143,9 +144,10 @@ def ray_job(dashboard: str, *args: str, cwd: Path, timeout: int = 500) -> subpro
     env.pop("RAY_ADDRESS", None)
     deadline = time.time() + 120
     while True:
+        # This interpreter, not whatever `python` the cluster's PATH finds (the same machine here).
         proc = subprocess.run([str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", dashboard,
-                               "--working-dir", ".", "--", "python", *args], cwd=cwd, env=env, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+                               "--working-dir", ".", "--", sys.executable, *args], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
         if "No available agent to submit job" not in proc.stdout + proc.stderr or time.time() > deadline:
             return proc
         time.sleep(3)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from asl_ray.checkpoint import latest_checkpoint
+from asl_ray.checkpoint import epochs_done, latest_checkpoint
 from asl_ray.config import load_config
 from asl_ray.extract import read_features, run_extract
 from tests.conftest import ROOT, require_shared
@@ -218,7 +218,10 @@ def test_killed_training_worker_resumes_from_checkpoint(cluster: dict[str, str],
         "train.num_workers=2", "train.epochs=6", "train.max_failures=2", "tracking.enabled=false",
         "train.ingest=worker"])
     killed: list[int] = []
-    done = lambda: len([p for p in run.glob("checkpoint_*") if p.is_dir()]) >= 2  # noqa: E731
+    def done() -> bool:  # two complete checkpoints, not folders still being written
+        latest = latest_checkpoint(run)
+        return latest is not None and epochs_done(latest) >= 2
+
     thread = kill_when(done, "RayTrainWorker", killed)
     outcome = run_training(cfg, echo=lambda _: None)
     thread.join(timeout=5)

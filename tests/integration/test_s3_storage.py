@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from asl_ray.checkpoint import latest_checkpoint
+from asl_ray.checkpoint import epochs_done, latest_checkpoint
 from asl_ray.cli import main
 from asl_ray.config import Config, load_config
 from asl_ray.extract import run_extract
@@ -48,7 +48,11 @@ def trained(ray_with_s3: str, mlflow_server: str) -> tuple[Config, TrainOutcome,
     assert run_extract(cfg, echo=lambda _: None).ok == 84
     run = join(bucket, "runs", "r")
     killed: list[int] = []
-    thread = kill_when(lambda: len(subfolders(run, "checkpoint_")) >= 2, "RayTrainWorker", killed)
+    def two_epochs_saved() -> bool:  # complete checkpoints, not folders still being uploaded
+        latest = latest_checkpoint(run)
+        return latest is not None and epochs_done(latest) >= 2
+
+    thread = kill_when(two_epochs_saved, "RayTrainWorker", killed)
     outcome = run_training(cfg, echo=lambda _: None)
     thread.join(timeout=5)
     return cfg, outcome, killed
