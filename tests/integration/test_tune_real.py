@@ -105,7 +105,9 @@ def test_interrupted_tune_resumes(tuned: tuple, mlflow_server: str) -> None:
 
     cfg, _, _ = tuned
     root = Path(cfg.train.run_dir) / "tune" / "t2"
+    # grace = all epochs: ASHA stops nothing, so a trial is still running when the driver dies.
     sets = ["tune.name=t2", "tune.num_samples=3", "train.epochs=3", "tracking.experiment=tune-resume",
+            "tune.grace_period=3",
             "tune.search_space={model.dropout: {type: uniform, low: 0.1, high: 0.4}}",
             "tune.max_concurrent_trials=1"]
     cmd = [sys.executable, "-m", "asl_ray.cli", "tune", "-c", str(ROOT / "configs/tune.yaml"),
@@ -117,9 +119,9 @@ def test_interrupted_tune_resumes(tuned: tuple, mlflow_server: str) -> None:
     seen: list[str] = []
     assert proc.stdout is not None
     deadline = time.time() + 400
-    for line in proc.stdout:  # one trial completed, the next one half-way: kill the driver
+    for line in proc.stdout:  # one trial completed, the next one running: kill the driver
         seen.append(line)
-        if any("completed [" in x for x in seen) and "epoch 2:" in line or time.time() > deadline:
+        if any("completed [" in x for x in seen) and "epoch 1:" in line or time.time() > deadline:
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
