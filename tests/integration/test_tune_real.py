@@ -127,15 +127,23 @@ def test_interrupted_tune_resumes(tuned: tuple, mlflow_server: str) -> None:
     proc.wait(timeout=60)
     finished = {x.split()[2] for x in seen if "completed [" in x}
     assert len(finished) == 1, "".join(seen)[-3000:]
+    from asl_ray.checkpoint import latest_checkpoint as latest
+
+    before = {t: latest(root / "trials" / t) for t in finished}
     time.sleep(3)
 
     lines: list[str] = []
     resumed = run_tune(load_config(ROOT / "configs/tune.yaml", _base_sets(cfg, mlflow_server) + sets), resume=True,
                        echo=lines.append)
     assert len(resumed.rows) == 3 and all(r.status in ("completed", "stopped early") for r in resumed.rows)
-    rerun = {x.split()[2] for x in lines if " started " in x}
-    assert rerun and not rerun & finished  # the finished trial is not run again
-    assert root.is_dir()
+    # Every trial ran to its last epoch; the one finished before the kill kept
+    # its checkpoint (it was not run again). (A restored tune prints no
+    # per-trial progress lines: Tune does not restore our callback; noted.)
+    from asl_ray.checkpoint import epochs_done, latest_checkpoint
+
+    trials = {p.name: latest_checkpoint(p) for p in (root / "trials").iterdir() if p.is_dir()}
+    assert len(trials) == 3 and all(c is not None and epochs_done(c) == 3 for c in trials.values()), trials
+    assert all(before[t] == trials[t] for t in finished)
 
 
 def _base_sets(cfg: Config, mlflow: str) -> list[str]:
