@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 
+# One Ray auth mode for the whole run, set before anything imports Ray. Ray
+# caches its config in-process: a local `ray.init()` turns token auth on
+# through os.environ, and a test that later flips the variable (the clusters
+# started with `ray start` run with auth off) leaves this driver and the next
+# GCS it spawns disagreeing ("InvalidAuthToken ... RAY_AUTH_MODE is currently
+# 'disabled'"), so every later local Ray fails to start.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ASL_RAY_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

@@ -1,6 +1,6 @@
 """Real servers on 127.0.0.1 for the tests: an MLflow tracking server and an
-S3-compatible object store (moto's standalone server), plus the fault helper
-that kills one Ray actor process."""
+S3-compatible object store (moto's standalone server), a two-node Ray cluster
+on loopback, plus the fault helper that kills one Ray actor process."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+RAY = str(Path(sys.executable).with_name("ray"))
 S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
 
 
@@ -104,6 +106,57 @@ def s3_server() -> Iterator[str]:
         proc.wait(timeout=30)
 
 
+def _pids_of(temp_dir: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if temp_dir in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(proc.name))
+    return pids
+
+
+@contextlib.contextmanager
+def ray_cluster(prefix: str, head_cpus: int, node_start: Callable[[str, str], list[str]]) -> Iterator[dict[str, str]]:
+    """`ray start --head` on loopback with ``head_cpus`` CPUs, a second node
+    started by the command ``node_start(gcs, temp_dir)``, and this process
+    connected to them as the driver.
+
+    Everything runs with token auth off (conftest sets it for the whole run).
+    Teardown stops only the processes of this cluster, found by its own
+    --temp-dir, never another Ray on the machine."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    temp_dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    port, dash = free_port(), free_port()
+    gcs = f"127.0.0.1:{port}"
+    try:
+        head = subprocess.run(
+            [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+             f"--dashboard-port={dash}", f"--num-cpus={head_cpus}", f"--temp-dir={temp_dir}",
+             "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert head.returncode == 0, head.stdout + head.stderr
+        node = subprocess.run(node_start(gcs, temp_dir), env=env, capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert node.returncode == 0, node.stdout + node.stderr
+        ray.init(address=gcs)
+        deadline = time.time() + 60
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.time() < deadline:
+            time.sleep(0.5)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        yield {"gcs": gcs, "dashboard": f"http://127.0.0.1:{dash}", "temp_dir": temp_dir}
+    finally:
+        ray.shutdown()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in _pids_of(temp_dir):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            time.sleep(2)
+
+
 def ray_address() -> str:
     """The GCS address of the Ray this process is connected to. The state API
     guesses it otherwise, and fails when this machine runs other Ray instances."""
@@ -140,7 +193,7 @@ def ray_job(dashboard: str, *args: str, cwd: Path, timeout: int = 500) -> subpro
     A cluster that has just started may answer "No available agent to submit
     job" until its dashboard agent has registered: that answer is retried for
     up to two minutes; anything else is the job's own result."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     deadline = time.time() + 120
     while True:

@@ -7,14 +7,8 @@ its own --temp-dir), never another Ray on the machine.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,78 +21,21 @@ from asl_ray.checkpoint import epochs_done, latest_checkpoint
 from asl_ray.config import load_config
 from asl_ray.extract import read_features, run_extract
 from tests.conftest import ROOT, require_shared
-from tests.servers import kill_when, mlflow_api, ray_address, ray_job
+from tests.servers import RAY, kill_when, mlflow_api, ray_address, ray_cluster, ray_job
 
 pytestmark = pytest.mark.integration
-RAY = str(Path(sys.executable).with_name("ray"))
 REAL_IDS = ["00623", "00624", "00626", "00627", "00628", "00629", "00631", "00632"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _our_pids(temp_dir: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if temp_dir in cmdline:
-            pids.append(int(proc.name))
-    return pids
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, str]]:
-    """Head (1 CPU) + a second node (1 CPU) on loopback, auth off for `ray job`."""
-    import ray
+    """Head (1 CPU) + a second node (1 CPU, the `extract` resource) on loopback."""
+    def second(gcs: str, temp_dir: str) -> list[str]:
+        return [RAY, "start", f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                "--resources={\"extract\": 4}", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
 
-    if ray.is_initialized():
-        ray.shutdown()
-    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    port, dash = _free_port(), _free_port()
-    head = subprocess.run(
-        [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", "--num-cpus=1", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert head.returncode == 0, head.stdout + head.stderr
-    gcs = f"127.0.0.1:{port}"
-    second = subprocess.run(
-        [RAY, "start", f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-         "--resources={\"extract\": 4}", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert second.returncode == 0, second.stdout + second.stderr
-    old_auth = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address=gcs)
-    deadline = time.time() + 60
-    while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.time() < deadline:
-        time.sleep(0.5)
-    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    try:
-        yield {"gcs": gcs, "dashboard": f"http://127.0.0.1:{dash}", "temp_dir": temp_dir}
-    finally:
-        ray.shutdown()
-        for pid in _our_pids(temp_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        time.sleep(2)
-        for pid in _our_pids(temp_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if old_auth is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = old_auth
+    with ray_cluster("rt", 1, second) as info:
+        yield info
 
 
 def _video_folder(tmp: Path, ids: list[str]) -> Path:

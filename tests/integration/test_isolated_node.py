@@ -12,13 +12,9 @@ everything comes back to the driver.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,20 +24,9 @@ from asl_ray.checkpoint import latest_checkpoint
 from asl_ray.config import Config, load_config
 from asl_ray.storage import is_file, join
 from tests.conftest import ROOT, require_shared
-from tests.servers import free_port, mlflow_api, ray_address, ray_job
+from tests.servers import RAY, mlflow_api, ray_address, ray_cluster, ray_job
 
 pytestmark = pytest.mark.integration
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _pids_of(temp_dir: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if temp_dir in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(proc.name))
-    return pids
 
 
 def _unshare() -> list[str]:
@@ -54,45 +39,18 @@ def _unshare() -> list[str]:
 def isolated(s3_bucket: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
     area = str(tmp_path_factory.getbasetemp())
-    temp_dir = tempfile.mkdtemp(prefix="ri", dir="/tmp")  # outside the hidden area: Ray's sockets live here
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    port = free_port()
-    gcs = f"127.0.0.1:{port}"
-    dash = free_port()
-    head = subprocess.run(
-        [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", "--num-cpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert head.returncode == 0, head.stdout + head.stderr
-    start = (f"mount -t tmpfs tmpfs {area} && exec {RAY} start --address={gcs} --node-ip-address=127.0.0.1 "
-             f"--num-cpus=2 --resources='{{\"isolated\": 1}}' --temp-dir={temp_dir} --disable-usage-stats")
-    node = subprocess.run([*_unshare(), "sh", "-c", start], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
-    assert node.returncode == 0, node.stdout + node.stderr
-    old_auth = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address=gcs)
-    deadline = time.time() + 60
-    while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.time() < deadline:
-        time.sleep(0.5)
-    isolated_node = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("isolated")]
-    assert len(isolated_node) == 1
-    try:
-        yield {"gcs": gcs, "area": area, "node_id": isolated_node[0], "dashboard": f"http://127.0.0.1:{dash}"}
-    finally:
-        ray.shutdown()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in _pids_of(temp_dir):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            time.sleep(2)
-        if old_auth is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = old_auth
+
+    def hidden_node(gcs: str, temp_dir: str) -> list[str]:
+        # temp_dir is outside the hidden area: Ray's sockets live there.
+        start = (f"mount -t tmpfs tmpfs {area} && exec {RAY} start --address={gcs} --node-ip-address=127.0.0.1 "
+                 f"--num-cpus=2 --resources='{{\"isolated\": 1}}' --temp-dir={temp_dir} --disable-usage-stats")
+        return [*_unshare(), "sh", "-c", start]
+
+    with ray_cluster("ri", 0, hidden_node) as info:
+        isolated_node = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("isolated")]
+        assert len(isolated_node) == 1
+        yield {**info, "area": area, "node_id": isolated_node[0]}
 
 
 def _cfg(features: str, runs: str, *extra: str) -> Config:
