@@ -72,7 +72,9 @@ def main() -> None:
 @click.option("--missing-out", type=click.Path(path_type=Path), default=None,
               help="Write every missing video id to this file, one a line.")
 def manifest(cfg: Config, show_missing: int, missing_out: Path | None) -> None:
-    """Count the samples of a dataset per split and gloss, and list missing files."""
+    """Count the samples of a dataset per split and gloss, list missing files
+    and byte-identical videos (duplicate groups) with what training drops."""
+    from asl_ray.duplicates import drop_plan
     from asl_ray.manifest import build_manifest
 
     m = build_manifest(cfg.data)
@@ -90,6 +92,19 @@ def manifest(cfg: Config, show_missing: int, missing_out: Path | None) -> None:
     if missing_out is not None:
         missing_out.write_text("".join(f"{v}\n" for v in m.missing))
         click.echo(f"wrote {len(m.missing)} missing ids to {missing_out}")
+    groups = m.duplicates()
+    if m.table.num_rows and m.table.column("content_hash").null_count == m.table.num_rows:
+        click.echo("duplicates: not checked here (asl-signs files are hashed at import; training checks them)")
+    elif groups:
+        click.echo(f"duplicate groups (byte-identical files): {len(groups)}, "
+                   f"{sum(g.conflicting for g in groups)} with conflicting glosses, "
+                   f"{sum(g.cross_split for g in groups)} across splits")
+        for g in groups:
+            click.echo(f"  {g.line()}")
+        if cfg.data.duplicates == "drop":
+            click.echo(drop_plan(m.table).line())
+    else:
+        click.echo("duplicate groups (byte-identical files): none")
 
 
 @main.command(epilog=EPILOG)

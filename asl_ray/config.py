@@ -45,6 +45,10 @@ class DataConfig(_Section):
     )
     split_seed: int = Field(0, description="asl-signs: seed of the participant split")
     folder_split: str = Field("train", description="folder: the split every video is put in")
+    duplicates: Literal["drop", "keep"] = Field(
+        "drop", description="drop: training leaves out val/test videos byte-identical to a train video and "
+        "every video of a duplicate group with conflicting glosses; keep: use every row"
+    )
 
     @model_validator(mode="after")
     def _paths_for_source(self) -> DataConfig:

@@ -105,7 +105,7 @@ def load_splits(table: pa.Table, vocab_size: int | None, max_frames: int, vocab:
         if label is None:
             dropped[split] += 1
             continue
-        out[split].append(Sample(vid, gloss, label, resample(views[i], max_frames), fps))
+        out[split].append(Sample(vid, gloss, label, *resample(views[i], fps, max_frames)))
     return Splits(vocab, out["train"], out["val"], dict(dropped))
 
 
@@ -113,11 +113,12 @@ def prepare_inputs(landmarks: np.ndarray, fps: float | None, features: FeaturesC
                    standardizer: Standardizer | None, augment_cfg: AugmentConfig | None = None,
                    rng: np.random.Generator | None = None) -> np.ndarray:
     """(T, F) model inputs of one sample: augmented when ``augment_cfg`` is given."""
-    lm = resample(landmarks, features.max_frames)
+    lm, fps = resample(landmarks, fps, features.max_frames)
     if augment_cfg is not None and augment_cfg.enabled:
         # A slower speed lengthens the sequence: cap it again, since the
-        # attention encoder has positions for max_frames only.
-        lm = resample(augment(lm, augment_cfg, rng or np.random.default_rng()), features.max_frames)
+        # attention encoder has positions for max_frames only. (The speed
+        # change itself keeps the frame rate: it plays a faster or slower signer.)
+        lm, fps = resample(augment(lm, augment_cfg, rng or np.random.default_rng()), fps, features.max_frames)
     x = build_inputs(lm, fps, features.inputs)
     return standardizer(x) if standardizer is not None else x
 

@@ -21,6 +21,7 @@ from asl_ray.augment import change_speed
 from asl_ray.checkpoint import LoadedCheckpoint
 from asl_ray.dataset import Sample, SignDataset, collate, load_splits
 from asl_ray.decode import MetricAccumulator, confusion, ranking_metrics, single_label_scores
+from asl_ray.duplicates import usable_rows
 from asl_ray.errors import UserError
 from asl_ray.extract import read_features
 from asl_ray.inputs import build_inputs, resample
@@ -46,7 +47,8 @@ def _split_samples(ck: LoadedCheckpoint, table: object, split: str) -> list[Samp
 
 
 def evaluate_checkpoint(ck: LoadedCheckpoint, split: str, features_dir: str | None = None) -> Evaluation:
-    samples = _split_samples(ck, read_features(features_dir or ck.cfg.extract.output_dir), split)
+    table, _ = usable_rows(read_features(features_dir or ck.cfg.extract.output_dir), ck.cfg.data.duplicates)
+    samples = _split_samples(ck, table, split)
     loader = DataLoader(SignDataset(samples, ck.cfg.features, ck.standardizer), batch_size=64, collate_fn=collate)
     metrics, acc = evaluate(ck.model, loader, ck.vocab.num_glosses, ck.cfg.train.blank_penalty, None,
                             ck.cfg.train.label_smoothing)
@@ -62,8 +64,10 @@ def gloss_posteriors(ck: LoadedCheckpoint, samples: Sequence[Sample], speeds: Se
     total = np.zeros((len(samples), ck.vocab.num_glosses))
     for speed in speeds:
         # Capped again at max_frames: the attention encoder has no positions beyond it.
-        views = [replace(s, landmarks=resample(change_speed(s.landmarks, speed), ck.cfg.features.max_frames))
-                 for s in samples]
+        views = []
+        for s in samples:
+            lm, fps = resample(change_speed(s.landmarks, speed), s.fps, ck.cfg.features.max_frames)
+            views.append(replace(s, landmarks=lm, fps=fps))
         ds = SignDataset(views, ck.cfg.features, ck.standardizer)
         probs = []
         for b in DataLoader(ds, batch_size=64, collate_fn=collate):
@@ -79,7 +83,8 @@ def evaluate_ensemble(cks: Sequence[LoadedCheckpoint], split: str, features_dir:
     vocab = cks[0].vocab
     if any(ck.vocab != vocab for ck in cks[1:]):
         raise UserError("the checkpoints have different vocabularies: an ensemble needs the same glosses")
-    table = read_features(features_dir or cks[0].cfg.extract.output_dir)
+    table, _ = usable_rows(read_features(features_dir or cks[0].cfg.extract.output_dir),
+                           cks[0].cfg.data.duplicates)
     probs: np.ndarray | None = None
     for ck in cks:
         samples = _split_samples(ck, table, split)
@@ -115,7 +120,7 @@ class Prediction:
 
 def predict_landmarks(ck: LoadedCheckpoint, landmarks: np.ndarray, fps: float | None, k: int = 5
                       ) -> list[tuple[str, float]]:
-    lm = resample(landmarks, ck.cfg.features.max_frames)
+    lm, fps = resample(landmarks, fps, ck.cfg.features.max_frames)
     x = torch.from_numpy(ck.standardizer(build_inputs(lm, fps, ck.cfg.features.inputs)))[None]
     ck.model.eval()
     with torch.no_grad():

@@ -15,6 +15,7 @@ videos in them and processes the rest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import resource
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asl_ray.config import Config, ExtractConfig
+from asl_ray.duplicates import file_hash
 from asl_ray.features import FEATURE_VERSION, NoBodyFrame, video_features
 from asl_ray.manifest import build_manifest
 from asl_ray.schema import FEATURE_SCHEMA, STATUS_FAILED, STATUS_OK
@@ -39,7 +41,12 @@ __all__ = ["completed_ids", "read_features", "run_extract", "write_atomically"]
 
 
 def _manifest_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("video_id", "gloss", "label", "split", "signer_id", "source", "path")}
+    fields = {k: row.get(k) for k in ("video_id", "gloss", "label", "split", "signer_id", "source", "path")}
+    fields["content_hash"] = row.get("content_hash")
+    if not fields["content_hash"]:  # asl-signs manifests leave hashing to the importer
+        with contextlib.suppress(OSError):
+            fields["content_hash"] = file_hash(row["path"])
+    return fields
 
 
 def failed_row(row: dict[str, Any], reason: str, seconds: float, version: str) -> dict[str, Any]:
@@ -118,7 +125,7 @@ def _list_column(values: list[Any], dtype: pa.DataType) -> pa.ListArray:
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     columns: dict[str, Any] = {}
     for f in FEATURE_SCHEMA:
-        values = [r[f.name] for r in rows]
+        values = [r.get(f.name) for r in rows]
         columns[f.name] = _list_column(values, f.type.value_type) if pa.types.is_list(f.type) else values
     return pa.Table.from_pydict(columns, schema=FEATURE_SCHEMA)
 

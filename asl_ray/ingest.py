@@ -92,7 +92,7 @@ def standardizer_sums_table(table: pa.Table, features: FeaturesConfig, vocab: Vo
     views, _, fps, _ = _rows(table, vocab)
     sums = StandardizerSums()
     for lm, f in zip(views, fps, strict=True):
-        sums.add(build_inputs(resample(lm, features.max_frames), f, features.inputs))
+        sums.add(build_inputs(*resample(lm, f, features.max_frames), features.inputs))
     width = _width(features)
     total = sums.total if sums.total is not None else np.zeros(width)
     squares = sums.squares if sums.squares is not None else np.zeros(width)
@@ -118,8 +118,9 @@ def shard_batches(batches: Iterable[pa.Table], batch_size: int, width: int, rng:
 # ----------------------------------------------------------------------------- Ray edge
 
 
-def read_split(cfg: Config, split: str, shuffle_files: bool) -> Any:
-    """The ok rows of one split as a lazy Ray Dataset (only the columns training needs)."""
+def read_split(cfg: Config, split: str, shuffle_files: bool, exclude: list[str] | None = None) -> Any:
+    """The ok rows of one split as a lazy Ray Dataset (only the columns training
+    needs), without the videos in ``exclude`` (duplicates left out)."""
     import ray.data
     from ray.data import DataContext, FileShuffleConfig
     from ray.data.expressions import col
@@ -139,7 +140,10 @@ def read_split(cfg: Config, split: str, shuffle_files: bool) -> Any:
                                    include_paths=bool(repeats))
     finally:
         ctx.use_datasource_v2 = v2
-    ds = ds.filter(expr=(col("status") == STATUS_OK) & (col("split") == split))
+    keep = (col("status") == STATUS_OK) & (col("split") == split)
+    if exclude:
+        keep = keep & col("video_id").not_in(list(exclude))
+    ds = ds.filter(expr=keep)
     if repeats:
         # A video re-extracted into a later file counts once, as read_features has it.
         ds = ds.map_batches(_drop_repeats, fn_kwargs={"keeper": repeats}, batch_format="pyarrow")
@@ -164,11 +168,11 @@ def _sums_batch(table: pa.Table, features: dict[str, Any], glosses: list[str]) -
     return standardizer_sums_table(table, FeaturesConfig.model_validate(features), Vocabulary(tuple(glosses)))
 
 
-def fit_standardizer(cfg: Config, vocab: Vocabulary) -> Standardizer:
+def fit_standardizer(cfg: Config, vocab: Vocabulary, exclude: list[str] | None = None) -> Standardizer:
     """The standardiser of the train split in one streaming Ray Data pass (over
     at most ``train.standardizer_rows`` sequences: on 100k sequences the full
     pass would delay the first step by as much as it takes to read them all)."""
-    ds = read_split(cfg, "train", shuffle_files=True)
+    ds = read_split(cfg, "train", shuffle_files=True, exclude=exclude)
     if cfg.train.standardizer_rows is not None:
         # The same rows every time under train.seed: files in the seeded order,
         # rows kept in that order (else the fastest read tasks would decide).
@@ -184,7 +188,8 @@ def fit_standardizer(cfg: Config, vocab: Vocabulary) -> Standardizer:
     return sums.standardizer()
 
 
-def training_datasets(cfg: Config, vocab: Vocabulary, standardizer: Standardizer, with_val: bool) -> dict[str, Any]:
+def training_datasets(cfg: Config, vocab: Vocabulary, standardizer: Standardizer, with_val: bool,
+                      exclude: list[str] | None = None) -> dict[str, Any]:
     """``{"train": ..., "val": ...}`` for ``TorchTrainer(datasets=...)``."""
     from ray.data import DataContext
     from ray.data.expressions import random
@@ -197,7 +202,7 @@ def training_datasets(cfg: Config, vocab: Vocabulary, standardizer: Standardizer
     kwargs = {"features": cfg.features.model_dump(mode="json"), "mean": standardizer.mean.tolist(),
               "std": standardizer.std.tolist(), "glosses": list(vocab.glosses), "seed": cfg.train.seed}
     aug = cfg.train.augment.model_dump(mode="json") if cfg.train.augment.enabled else None
-    train = (read_split(cfg, "train", shuffle_files=True)
+    train = (read_split(cfg, "train", shuffle_files=True, exclude=exclude)
              .with_column(SEED_COLUMN, random(seed=cfg.train.seed))
              .map_batches(_prepare_batch, fn_kwargs={**kwargs, "augment": aug}, batch_format="pyarrow",
                           batch_size=64, num_cpus=cfg.train.prep_cpus))
@@ -205,7 +210,7 @@ def training_datasets(cfg: Config, vocab: Vocabulary, standardizer: Standardizer
     if with_val:
         # Val inputs never change: built once, kept in the object store (one
         # copy per node), read by every epoch's evaluation.
-        out["val"] = read_split(cfg, "val", shuffle_files=False).map_batches(
+        out["val"] = read_split(cfg, "val", shuffle_files=False, exclude=exclude).map_batches(
             _prepare_batch, fn_kwargs={**kwargs, "augment": None}, batch_format="pyarrow", batch_size=64,
             num_cpus=cfg.train.prep_cpus).materialize()
     return out

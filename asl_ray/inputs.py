@@ -65,13 +65,16 @@ def build_inputs(landmarks: np.ndarray, fps: float | None, kinds: Sequence[str])
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
-def resample(landmarks: np.ndarray, max_frames: int) -> np.ndarray:
-    """Uniformly subsample a sequence longer than ``max_frames``."""
+def resample(landmarks: np.ndarray, fps: float | None, max_frames: int) -> tuple[np.ndarray, float]:
+    """Uniformly subsample a sequence longer than ``max_frames``; the frame rate
+    of what is returned. Velocities are per second: a clip subsampled to half its
+    frames has half the frame rate, else its motion would look twice as fast."""
+    fps = float(fps or DEFAULT_FPS)
     t = landmarks.shape[0]
     if t <= max_frames:
-        return landmarks
+        return landmarks, fps
     idx = np.round(np.linspace(0, t - 1, max_frames)).astype(int)
-    return landmarks[idx]
+    return landmarks[idx], fps * (max_frames - 1) / (t - 1)
 
 
 @dataclass

@@ -11,7 +11,9 @@ columns; ``num_frames`` gives T, so
 
 A failed video has ``status = "failed"``, a reason in ``error``, zero frames
 and empty lists. ``note`` records anything the user should know about an ok
-row (a clipped frame bound, assumed aspect ratio).
+row (a clipped frame bound, assumed aspect ratio). ``content_hash`` is the
+source file's hash (``duplicates.py``); files written before it existed read
+it as null.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from asl_ray.features import NUM_FEATURES, NUM_LANDMARKS
 from asl_ray.manifest import MANIFEST_SCHEMA
 
 # The sample's identity columns are the manifest's own, so the two never drift.
-_FROM_MANIFEST = ("video_id", "gloss", "label", "split", "signer_id", "source", "path", "fps")
+_FROM_MANIFEST = ("video_id", "gloss", "label", "split", "signer_id", "source", "path", "fps", "content_hash")
 
 FEATURE_SCHEMA = pa.schema(
     [MANIFEST_SCHEMA.field(name) for name in _FROM_MANIFEST]

@@ -39,6 +39,7 @@ from asl_ray.checkpoint import (
 from asl_ray.config import Config, resolve_paths
 from asl_ray.dataset import Splits, describe_splits, fit_standardizer, load_splits, vocabulary_of
 from asl_ray.decode import collapse_warning
+from asl_ray.duplicates import DropPlan, usable_rows
 from asl_ray.errors import UserError
 from asl_ray.inputs import Standardizer
 from asl_ray.loop import BatchSource, FitState, fit, make_optimizer, make_scheduler, memory_batches, stage_plan
@@ -52,6 +53,7 @@ def load_data(cfg: Config, vocab: Vocabulary | None = None) -> Splits:
     """Every train/val sample in memory (columnar): the ``worker`` ingest and evaluation."""
     table = read_features(cfg.extract.output_dir)
     refuse_stale(table, cfg.extract.output_dir)
+    table, _ = usable_rows(table, cfg.data.duplicates)
     splits = load_splits(table, cfg.train.vocab_size, cfg.features.max_frames, vocab)
     if not splits.train:
         raise UserError("no train samples in the vocabulary: check train.vocab_size and the dataset")
@@ -65,6 +67,7 @@ class DataSummary:
     vocab: Vocabulary
     kept: dict[str, int]
     dropped: dict[str, int]
+    duplicates: DropPlan
 
     def describe(self) -> str:
         return describe_splits(self.vocab, self.kept["train"], self.kept["val"], self.dropped)
@@ -92,14 +95,15 @@ def current_versions() -> str:
 def data_summary(cfg: Config, vocab: Vocabulary | None = None) -> DataSummary:
     from asl_ray.ingest import split_counts
 
-    table = read_features(cfg.extract.output_dir,
-                          columns=["video_id", "gloss", "split", "extractor_version", "feature_version"])
+    table = read_features(cfg.extract.output_dir, columns=["video_id", "gloss", "split", "path", "content_hash",
+                                                           "extractor_version", "feature_version"])
     refuse_stale(table, cfg.extract.output_dir)
+    table, plan = usable_rows(table, cfg.data.duplicates)
     vocab = vocab or vocabulary_of(table, cfg.train.vocab_size)
     kept, dropped = split_counts(table, vocab)
     if not kept["train"]:
         raise UserError("no train samples in the vocabulary: check train.vocab_size and the dataset")
-    return DataSummary(vocab, kept, dropped)
+    return DataSummary(vocab, kept, dropped, plan)
 
 
 def epoch_line(m: dict[str, float], total: int) -> str:
@@ -339,8 +343,9 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
         # (and every restart): from the checkpoint when resuming.
         loaded = load_checkpoint(resume_from) if resume_from else None
         summary = data_summary(cfg, loaded.vocab if loaded else None)
-        standardizer = loaded.standardizer if loaded else stream_standardizer(cfg, summary.vocab)
-        datasets = training_datasets(cfg, summary.vocab, standardizer, with_val=summary.kept["val"] > 0)
+        exclude = summary.duplicates.ids
+        standardizer = loaded.standardizer if loaded else stream_standardizer(cfg, summary.vocab, exclude)
+        datasets = training_datasets(cfg, summary.vocab, standardizer, summary.kept["val"] > 0, exclude)
         data_config = sharded_ingest()
         loop_config |= {"glosses": list(summary.vocab.glosses), "mean": standardizer.mean.tolist(),
                         "std": standardizer.std.tolist(), "description": summary.describe(),
@@ -395,9 +400,11 @@ def run_training(cfg: Config, echo: Any = print) -> TrainOutcome:
     # Fail fast (and on the driver, with a one-line error) on data problems.
     summary = data_summary(cfg, load_checkpoint(cfg.train.resume_from).vocab if cfg.train.resume_from else None)
     echo(f"train: {name}: {summary.describe()}")
+    if summary.duplicates.reasons:
+        echo(f"train: {summary.duplicates.line()}")
     init_ray(cfg.ray)
     tracker = RunTracker(cfg, name, tags={"asl_ray.kind": "train"})
-    tracker.log_params(_config_params(cfg))
+    tracker.log_params({**_config_params(cfg), **summary.duplicates.params()})
     trainer = build_trainer(cfg, name, tracker.run_id or None, tracker.uri or None)
     try:
         result = trainer.fit()
