@@ -122,15 +122,21 @@ def run(cfg: Config) -> None:
 
 @main.command(epilog=EPILOG)
 @config_options
-def extract(cfg: Config) -> None:
+@click.option("--retry-failed", is_flag=True,
+              help="Extract the videos whose rows failed again (their new rows replace the failed ones).")
+def extract(cfg: Config, retry_failed: bool) -> None:
     """Extract landmarks and features of every pending video into the Parquet dataset.
 
     Videos already in extract.output_dir are skipped, so an interrupted run is
     resumed by running the same command again. Videos that cannot be read
     become rows with status 'failed' and a reason; the command still exits 0.
+    A video that crashes the extractor process is tried extract.max_retries
+    more times, then fails with "extractor crashed".
     """
     from asl_ray.extract import run_extract
 
+    if retry_failed:
+        cfg.extract.retry_failed = True
     run_extract(cfg, echo=click.echo)
 
 

@@ -78,6 +78,11 @@ class ExtractConfig(_Section):
     splits: list[str] | None = Field(None, description="only these splits (None = all)")
     limit: int | None = Field(None, gt=0, description="at most this many videos (quick runs)")
     progress_seconds: float = Field(10.0, gt=0, description="seconds between progress lines")
+    max_retries: int = Field(
+        2, ge=0, description="times a video is tried again after it crashed the extractor process; "
+        "then it is a failed row"
+    )
+    retry_failed: bool = Field(False, description="extract the failed rows of output_dir again (--retry-failed)")
 
 
 InputKind = Literal["phono", "masks", "hands", "pose", "velocity", "bones"]

@@ -153,16 +153,32 @@ def _node_id() -> str:
     return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else os.uname().nodename
 
 
+def _version_of(row: dict[str, Any]) -> str:
+    from asl_ray.landmark_files import ISLR_VERSION
+    from asl_ray.landmarks import EXTRACTOR_VERSION
+
+    return ISLR_VERSION if str(row["path"]).endswith(".parquet") else EXTRACTOR_VERSION
+
+
 class ExtractActor:
-    """Ray Data actor: one processor (one MediaPipe graph) for many batches."""
+    """Ray Data actor: one extractor process (one MediaPipe graph) for many
+    batches; a video that crashes it is retried a bounded number of times
+    (``extractor_process.py``)."""
 
     def __init__(self, settings: dict[str, Any], out_dir: str) -> None:
-        self.processor = SampleProcessor(ExtractConfig.model_validate(settings))
-        self.out_dir = out_dir
+        from asl_ray.extractor_process import ExtractorProcess
+
         _quiet_native_logs()
+        self.extractor = ExtractorProcess(settings, ExtractConfig.model_validate(settings).max_retries)
+        self.out_dir = out_dir
+
+    def _one(self, row: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        out, why = self.extractor(row)
+        return out if out is not None else failed_row(row, why, time.perf_counter() - t0, _version_of(row))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = [self.processor(r) for r in batch.to_pylist()]
+        rows = [self._one(r) for r in batch.to_pylist()]
         write_atomically(rows_to_table(rows), self.out_dir, batch_file_name([r["video_id"] for r in rows]))
         return pa.table({
             "video_id": [r["video_id"] for r in rows],
@@ -172,16 +188,21 @@ class ExtractActor:
             "mediapipe_seconds": pa.array([r["mediapipe_seconds"] for r in rows], pa.float64()),
             "node": [_node_id()] * len(rows),
             "pid": [os.getpid()] * len(rows),
-            # ru_maxrss is in KiB on Linux: this worker's peak memory so far.
-            "max_rss_mb": [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024] * len(rows),
+            # ru_maxrss is in KiB on Linux: the peak memory so far of this
+            # worker or of its extractor process (MediaPipe lives there).
+            "max_rss_mb": [max(resource.getrusage(who).ru_maxrss for who in
+                               (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024] * len(rows),
         })
 
 
-def completed_ids(out_dir: str) -> set[str]:
-    """Videos with a row (ok or failed) in the feature dataset; a run skips them."""
+def completed_ids(out_dir: str, retry_failed: bool = False) -> set[str]:
+    """Videos with a row in the feature dataset, which a run skips: ok or failed,
+    or only ok ones with ``retry_failed`` (a failed video's new row is written
+    later, so it is the one that counts)."""
     if not Location.of(out_dir).exists():
         return set()
-    return set(read_features(out_dir, columns=["video_id"], status=None).column("video_id").to_pylist())
+    return set(read_features(out_dir, columns=["video_id"], status=STATUS_OK if retry_failed else None)
+               .column("video_id").to_pylist())
 
 
 @dataclass
@@ -217,7 +238,7 @@ def pending_rows(cfg: Config) -> tuple[list[dict[str, Any]], int]:
     if cfg.extract.splits:
         table = table.filter(pc.is_in(table.column("split"), pa.array(cfg.extract.splits)))
     rows = table.to_pylist()
-    done = completed_ids(cfg.extract.output_dir)
+    done = completed_ids(cfg.extract.output_dir, cfg.extract.retry_failed)
     todo = [r for r in rows if r["video_id"] not in done]
     already = len(rows) - len(todo)
     if cfg.extract.limit is not None:

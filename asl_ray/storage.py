@@ -15,10 +15,18 @@ file under a temporary name and renames it into place (on object stores a
 put is already all-or-nothing), so readers only ever see complete files;
 temporary leftovers of a killed writer are ignored, and removed by the next
 writer on a local disk.
+
+One video, one row: a video can have rows in two files (a batch retried after
+its file was written lands in the same file, but ``--retry-failed`` and a
+race between two runs write new files). The row that counts is the one
+written last, by the write time each writer stores in its file's metadata
+(``asl_ray.written_ns``); files without one (older asl-ray) count as written
+before any that has one, in name order among themselves.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +42,7 @@ from asl_ray.errors import UserError
 from asl_ray.schema import FEATURE_SCHEMA, STATUS_OK
 
 TMP_MARK = ".tmp-"
+WRITTEN_KEY = b"asl_ray.written_ns"
 
 
 def is_uri(location: str) -> bool:
@@ -113,6 +122,9 @@ def write_atomically(table: pa.Table, location: str, name: str) -> str:
     """Write ``table`` as ``location/name``: complete or not at all."""
     loc = Location.of(location)
     final = loc.child(name)
+    meta = dict(table.schema.metadata or {})
+    meta[WRITTEN_KEY] = str(time.time_ns()).encode()
+    table = table.replace_schema_metadata(meta)
     if is_uri(location):  # object stores: a put is already all-or-nothing
         pq.write_table(table, final, filesystem=loc.fs)
         return loc.uri_of(final)
@@ -141,33 +153,50 @@ def read_features(location: str, columns: list[str] | None = None, status: str |
     if not files:
         empty = FEATURE_SCHEMA.empty_table()
         return empty if columns is None else empty.select(columns)
-    table = pa.concat_tables(_read_file(loc, f, wanted) for f in files)
+    parts = [_read_file(loc, f, wanted) for f in files]
+    table = pa.concat_tables(parts)
+    if pc.count_distinct(table.column("video_id")).as_py() < table.num_rows:
+        # Before the status filter: a failed row written after an ok one wins.
+        table = _latest_rows(table, loc, files, [p.num_rows for p in parts])
     if status is not None:
         table = table.filter(pc.equal(table.column("status"), status))
-    table = drop_repeats(table)
     return table if columns is None else table.select(columns)
 
 
-def drop_repeats(table: pa.Table) -> pa.Table:
-    """Keep the last row of every video_id (a video re-extracted into a later file)."""
-    ids = table.column("video_id")
-    if pc.count_distinct(ids).as_py() == table.num_rows:
-        return table
-    last = {v: i for i, v in enumerate(ids.to_pylist())}
-    return table.take(sorted(last.values()))
+def written_ns(loc: Location, path: str) -> int:
+    """When a feature file was written (0 for files from before asl-ray stored it)."""
+    meta = pq.read_schema(path, filesystem=loc.fs).metadata or {}
+    try:
+        return int(meta.get(WRITTEN_KEY, b"0"))
+    except ValueError:
+        return 0
+
+
+def _latest_rows(table: pa.Table, loc: Location, files: list[str], counts: list[int]) -> pa.Table:
+    """One row per video_id: the one from the file written last."""
+    order = {f: (written_ns(loc, f), i) for i, f in enumerate(files)}
+    rank = [order[f] for f, n in zip(files, counts, strict=True) for _ in range(n)]
+    best: dict[str, int] = {}
+    for i, vid in enumerate(table.column("video_id").to_pylist()):
+        if vid not in best or rank[i] > rank[best[vid]]:
+            best[vid] = i
+    return table.take(sorted(best.values()))
 
 
 def repeated_rows(location: str) -> dict[str, str]:
-    """video_id -> the file whose row counts, for videos present in more than one file."""
+    """video_id -> the file whose row counts (the one written last), for videos
+    present in more than one file."""
     loc, files = parquet_files(location)
-    seen: dict[str, str] = {}
-    repeated: set[str] = set()
+    found: dict[str, list[str]] = {}
     for f in files:
         for vid in _read_file(loc, f, ["video_id"]).column("video_id").to_pylist():
-            if vid in seen:
-                repeated.add(vid)
-            seen[vid] = f
-    return {v: seen[v] for v in repeated}
+            found.setdefault(vid, []).append(f)
+    repeated = {v: fs for v, fs in found.items() if len(fs) > 1}
+    order: dict[str, tuple[int, int]] = {}
+    for fs in repeated.values():
+        for f in fs:
+            order.setdefault(f, (written_ns(loc, f), files.index(f)))
+    return {v: max(fs, key=order.__getitem__) for v, fs in repeated.items()}
 
 
 def scan(location: str, columns: list[str], filter: pc.Expression | None = None,
