@@ -45,6 +45,10 @@ class DataConfig(_Section):
     )
     split_seed: int = Field(0, description="asl-signs: seed of the participant split")
     folder_split: str = Field("train", description="folder: the split every video is put in")
+    clips: Literal["auto", "raw", "trimmed"] = Field(
+        "auto", description="what WLASL's frame_start/frame_end index: raw = the source video, trimmed = nothing "
+        "(files already cut to the sign), auto = per video: cut if it has fewer frames than the bounds reach"
+    )
     duplicates: Literal["drop", "keep"] = Field(
         "drop", description="drop: training leaves out val/test videos byte-identical to a train video and "
         "every video of a duplicate group with conflicting glosses; keep: use every row"

@@ -78,7 +78,8 @@ class SampleProcessor:
             self._extractor = LandmarkExtractor(
                 s.frame_stride, s.max_frame_size, s.min_detection_confidence, s.min_tracking_confidence
             )
-        return self._extractor.extract(row["path"], int(row["frame_start"]), int(row["frame_end"])), EXTRACTOR_VERSION
+        return self._extractor.extract(row["path"], int(row["frame_start"]), int(row["frame_end"]),
+                                       str(row.get("clips") or "raw")), EXTRACTOR_VERSION
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from asl_ray.landmark_files import ASSUMED_ASPECT_NOTE, ISLR_VERSION, read_islr
@@ -237,7 +238,7 @@ def pending_rows(cfg: Config) -> tuple[list[dict[str, Any]], int]:
     table = build_manifest(cfg.data).table
     if cfg.extract.splits:
         table = table.filter(pc.is_in(table.column("split"), pa.array(cfg.extract.splits)))
-    rows = table.to_pylist()
+    rows = [{**r, "clips": cfg.data.clips} for r in table.to_pylist()]
     done = completed_ids(cfg.extract.output_dir, cfg.extract.retry_failed)
     todo = [r for r in rows if r["video_id"] not in done]
     already = len(rows) - len(todo)

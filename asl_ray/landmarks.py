@@ -103,6 +103,16 @@ def _import_mediapipe() -> Any:
     return mp
 
 
+def bounds_apply(total_frames: int, frame_start: int, frame_end: int) -> bool:
+    """``data.clips: auto``: do WLASL's bounds index this file (a raw source
+    video), or was it already cut to them? A file with fewer frames than the
+    bounds reach cannot be the source video, so it is the cut; one long enough
+    is read as the source. (A cut that is as long as its end bound reads the
+    same either way when the bounds start at 1.) An unknown frame count (0:
+    some containers do not say) keeps the bounds."""
+    return total_frames <= 0 or total_frames >= max(frame_start, frame_end)
+
+
 class LandmarkExtractor:
     """One Pose graph and one Hands graph, reused for every video it is given."""
 
@@ -138,12 +148,16 @@ class LandmarkExtractor:
         self._pose.close()
         self._hands.close()
 
-    def frames(self, path: Path, frame_start: int = 1, frame_end: int = -1, info: dict[str, Any] | None = None
-               ) -> Iterator[np.ndarray]:
+    def frames(self, path: Path, frame_start: int = 1, frame_end: int = -1, info: dict[str, Any] | None = None,
+               clips: str = "raw") -> Iterator[np.ndarray]:
         """Yield RGB frames ``frame_start..frame_end`` (1-based, inclusive, -1 = end).
 
         Frames are decoded one at a time, so a long video never sits in memory
-        whole. ``info`` receives the fps and notes (a clipped bound).
+        whole. ``info`` receives the fps and notes (a clipped bound, how the
+        bounds were read). ``clips`` says what the bounds index: ``raw``, the
+        source video (WLASL's meaning); ``trimmed``, nothing (the file is
+        already the sign, as WLASL's own preprocessing cuts it: bounds ignored);
+        ``auto``, decided per video (:func:`bounds_apply`).
         """
         cv2 = self._cv2
         info = {} if info is None else info
@@ -157,6 +171,15 @@ class LandmarkExtractor:
             if not cap.isOpened():
                 raise ExtractionError("cannot open: not a video or corrupt (no decodable stream)")
             info["fps"] = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
+            if clips != "raw" and (frame_start > 1 or frame_end > 0):
+                total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+                if clips == "trimmed" or not bounds_apply(total, frame_start, frame_end):
+                    info["notes"].append(f"clip already trimmed ({total} frames): bounds {frame_start}-{frame_end} "
+                                         f"not applied (data.clips={clips})")
+                    frame_start, frame_end = 1, -1
+                else:
+                    info["notes"].append(f"raw video ({total} frames): frames {frame_start}-{frame_end} used "
+                                         f"(data.clips={clips})")
             index = 0  # 1-based number of the frame just read
             sent = 0
             while frame_end < 0 or index < frame_end:
@@ -189,7 +212,8 @@ class LandmarkExtractor:
             return rgb
         return self._cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=self._cv2.INTER_AREA)
 
-    def extract(self, path: Path | str, frame_start: int = 1, frame_end: int = -1) -> VideoLandmarks:
+    def extract(self, path: Path | str, frame_start: int = 1, frame_end: int = -1, clips: str = "raw"
+                ) -> VideoLandmarks:
         if self._used:
             # Same graphs, fresh tracking state: the last video's hands must not
             # seed this one's first frame.
@@ -201,7 +225,7 @@ class LandmarkExtractor:
         hand_rows: dict[str, list[np.ndarray]] = {"left": [], "right": []}
         h = w = 0
         spent = 0.0
-        for i, rgb in enumerate(self.frames(Path(path), frame_start, frame_end, info)):
+        for i, rgb in enumerate(self.frames(Path(path), frame_start, frame_end, info, clips)):
             h, w = rgb.shape[:2]
             scale = np.array([w, h, w], dtype=np.float32)
             rgb.flags.writeable = False
