@@ -231,7 +231,8 @@ def _speeds(text: str | None) -> tuple[float, ...]:
               help="A checkpoint folder (model.pt, vocab.json, config.yaml), or a run folder: its best "
               "checkpoint, local or a URI (s3://...). Give it several times to evaluate the ensemble "
               "(posteriors averaged).")
-@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
+@click.option("--split", default="val", show_default=True,
+              help="Any split of the feature dataset: val, train, test (when your data has it), ...")
 @click.option("--tta-speeds", default=None, metavar="S1,S2,...",
               help="Test-time augmentation: average over the sequence played at these speeds, e.g. 0.9,1,1.1.")
 @click.option("--features", "features_dir", default=None, help="Feature dataset (default: the run's own).")

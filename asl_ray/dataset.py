@@ -93,7 +93,18 @@ def load_splits(table: pa.Table, vocab_size: int | None, max_frames: int, vocab:
     vocab = vocab or vocabulary_of(table, vocab_size)
     if table.num_rows == 0:
         raise UserError("the feature dataset has no ok rows: run `asl-ray extract` first")
-    out: dict[str, list[Sample]] = {"train": [], "val": []}
+    out, dropped = _samples(table, vocab, max_frames, ("train", "val"))
+    return Splits(vocab, out["train"], out["val"], dict(dropped))
+
+
+def split_samples(table: pa.Table, split: str, vocab: Vocabulary, max_frames: int) -> list[Sample]:
+    """Samples of any one split (``test`` too) in the vocabulary."""
+    return _samples(table, vocab, max_frames, (split,))[0][split]
+
+
+def _samples(table: pa.Table, vocab: Vocabulary, max_frames: int, splits: tuple[str, ...]
+             ) -> tuple[dict[str, list[Sample]], Counter[str]]:
+    out: dict[str, list[Sample]] = {s: [] for s in splits}
     dropped: Counter[str] = Counter()
     views = landmark_views(table)
     meta = table.select(["video_id", "gloss", "split", "fps"]).to_pydict()
@@ -106,7 +117,7 @@ def load_splits(table: pa.Table, vocab_size: int | None, max_frames: int, vocab:
             dropped[split] += 1
             continue
         out[split].append(Sample(vid, gloss, label, *resample(views[i], fps, max_frames)))
-    return Splits(vocab, out["train"], out["val"], dict(dropped))
+    return out, dropped
 
 
 def prepare_inputs(landmarks: np.ndarray, fps: float | None, features: FeaturesConfig,

@@ -14,12 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
 from asl_ray.augment import change_speed
 from asl_ray.checkpoint import LoadedCheckpoint
-from asl_ray.dataset import Sample, SignDataset, collate, load_splits
+from asl_ray.dataset import Sample, SignDataset, collate, split_samples
 from asl_ray.decode import MetricAccumulator, confusion, ranking_metrics, single_label_scores
 from asl_ray.duplicates import usable_rows
 from asl_ray.errors import UserError
@@ -36,11 +37,12 @@ class Evaluation:
     confusion: np.ndarray
 
 
-def _split_samples(ck: LoadedCheckpoint, table: object, split: str) -> list[Sample]:
-    splits = load_splits(table, None, ck.cfg.features.max_frames, ck.vocab)
-    samples = {"train": splits.train, "val": splits.val}.get(split)
-    if samples is None:
-        raise UserError(f"--split {split!r}: only 'train' and 'val' are available (nobody here has test)")
+def _split_samples(ck: LoadedCheckpoint, table: pa.Table, split: str) -> list[Sample]:
+    present = sorted(set(table.column("split").to_pylist()))
+    if split not in present:
+        raise UserError(f"--split {split!r}: not in the feature dataset, whose splits are: "
+                        f"{', '.join(present) or 'none (no ok rows)'}")
+    samples = split_samples(table, split, ck.vocab, ck.cfg.features.max_frames)
     if not samples:
         raise UserError(f"no {split} samples of the checkpoint's vocabulary in the feature dataset")
     return samples
