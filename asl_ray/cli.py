@@ -22,6 +22,10 @@ Examples:
   $ asl-ray extract -c configs/wlasl100.yaml
   $ asl-ray extract -c configs/wlasl100.yaml --set extract.limit=8 --set extract.num_actors=2
   $ asl-ray extract -c configs/asl_signs.yaml
+  $ asl-ray extract -c configs/wlasl100.yaml --retry-failed
+  $ asl-ray export -c configs/wlasl100.yaml --format pose -o runs/wlasl100-poses
+  $ asl-ray extract -c configs/wlasl100.yaml --set data.source=pose \\
+        --set data.pose_labels=runs/wlasl100-poses/labels.csv --set extract.output_dir=runs/from-poses
   $ asl-ray train -c configs/asl_signs.yaml
   $ asl-ray train -c configs/wlasl100.yaml --set train.vocab_size=10 --set train.num_workers=2
   $ asl-ray tune -c configs/tune.yaml
@@ -138,6 +142,22 @@ def extract(cfg: Config, retry_failed: bool) -> None:
     if retry_failed:
         cfg.extract.retry_failed = True
     run_extract(cfg, echo=click.echo)
+
+
+@main.command(epilog=EPILOG)
+@config_options
+@click.option("--format", "fmt", type=click.Choice(["pose"]), default="pose", show_default=True,
+              help="pose: pose-format's .pose files (MediaPipe Holistic layout).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Folder to write into.")
+def export(cfg: Config, fmt: str, out: Path) -> None:
+    """Write the feature dataset's landmarks as one .pose file per video, plus a
+    labels.csv that `data.source: pose` (--set data.pose_labels=OUT/labels.csv)
+    reads back. The landmarks are the normalised ones, drawn upright on a
+    512-pixel canvas, so pose-format's visualiser shows them."""
+    from asl_ray.pose_files import export_poses
+
+    if not export_poses(cfg.extract.output_dir, out, click.echo):
+        raise UserError(f"{cfg.extract.output_dir}: no ok rows to export (run `asl-ray extract` first)")
 
 
 @main.command(epilog=EPILOG)

@@ -26,8 +26,9 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the dataset comes from and which part of it is used."""
 
-    source: Literal["wlasl", "asl-signs", "folder"] = Field(
-        "wlasl", description="dataset format; 'folder' = videos_dir/<gloss>/<name>.<ext>, or flat files"
+    source: Literal["wlasl", "asl-signs", "folder", "pose"] = Field(
+        "wlasl", description="dataset format; 'folder' = videos_dir/<gloss>/<name>.<ext>, or flat files; "
+        "'pose' = .pose files (pose-format, MediaPipe Holistic layout) listed in pose_labels"
     )
     wlasl_json: Path | None = Field(None, description="WLASL_v0.3.json")
     videos_dir: Path | None = Field(None, description="folder of <video_id>.mp4 files")
@@ -45,6 +46,9 @@ class DataConfig(_Section):
     )
     split_seed: int = Field(0, description="asl-signs: seed of the participant split")
     folder_split: str = Field("train", description="folder: the split every video is put in")
+    pose_labels: Path | None = Field(
+        None, description="pose: CSV with columns path,gloss,split[,signer]; paths relative to its folder"
+    )
     clips: Literal["auto", "raw", "trimmed"] = Field(
         "auto", description="what WLASL's frame_start/frame_end index: raw = the source video, trimmed = nothing "
         "(files already cut to the sign), auto = per video: cut if it has fewer frames than the bounds reach"
@@ -62,6 +66,8 @@ class DataConfig(_Section):
             raise ValueError("data.videos_dir is required when data.source is 'folder'")
         if self.source == "asl-signs" and self.asl_signs_dir is None:
             raise ValueError("data.asl_signs_dir is required when data.source is 'asl-signs'")
+        if self.source == "pose" and self.pose_labels is None:
+            raise ValueError("data.pose_labels is required when data.source is 'pose'")
         return self
 
 

@@ -83,17 +83,20 @@ class SampleProcessor:
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from asl_ray.landmark_files import ASSUMED_ASPECT_NOTE, ISLR_VERSION, read_islr
-        from asl_ray.landmarks import EXTRACTOR_VERSION, ExtractionError
+        from asl_ray.landmarks import ExtractionError
+        from asl_ray.pose_files import POSE_IMPORT_VERSION, read_pose_file
 
         t0 = time.perf_counter()
-        is_file = str(row["path"]).endswith(".parquet")
-        version = ISLR_VERSION if is_file else EXTRACTOR_VERSION
+        version = _version_of(row)
         try:
-            if is_file:
+            if version == ISLR_VERSION:
                 pose, left, right = read_islr(row["path"])
                 fps = float(row.get("fps") or 0.0)
                 width = height = None
                 notes, mp_seconds = [ASSUMED_ASPECT_NOTE], 0.0
+            elif version == POSE_IMPORT_VERSION:
+                pose, left, right, fps, width, height = read_pose_file(row["path"])
+                notes, mp_seconds = [], 0.0
             else:
                 lm, version = self._video(row)
                 pose, left, right, fps = lm.pose, lm.left, lm.right, lm.fps
@@ -155,10 +158,14 @@ def _node_id() -> str:
 
 
 def _version_of(row: dict[str, Any]) -> str:
+    """The extractor a row goes through, by its file: Kaggle ISLR landmarks
+    (.parquet), pose-format (.pose), else a video for MediaPipe."""
     from asl_ray.landmark_files import ISLR_VERSION
     from asl_ray.landmarks import EXTRACTOR_VERSION
+    from asl_ray.pose_files import POSE_IMPORT_VERSION
 
-    return ISLR_VERSION if str(row["path"]).endswith(".parquet") else EXTRACTOR_VERSION
+    suffix = Path(str(row["path"])).suffix.lower()
+    return {".parquet": ISLR_VERSION, ".pose": POSE_IMPORT_VERSION}.get(suffix, EXTRACTOR_VERSION)
 
 
 class ExtractActor:

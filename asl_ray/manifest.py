@@ -223,7 +223,36 @@ def folder_manifest(cfg: DataConfig) -> Manifest:
     return Manifest(_with_hashes(rows), [], "folder")
 
 
+def pose_manifest(cfg: DataConfig) -> Manifest:
+    """A labels CSV (``path,gloss,split[,signer]``) of ``.pose`` files -> manifest;
+    listed files that are absent are counted as missing."""
+    assert cfg.pose_labels is not None
+    try:
+        with cfg.pose_labels.open(newline="") as fh:
+            records = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise UserError(f"{cfg.pose_labels}: file not found (data.pose_labels)") from None
+    need = {"path", "gloss", "split"}
+    if records and not need <= set(records[0]):
+        raise UserError(f"{cfg.pose_labels}: columns must include {sorted(need)}")
+    root = cfg.pose_labels.parent
+    glosses = {g: i for i, g in enumerate(sorted({r["gloss"] for r in records}))}
+    rows, missing = [], []
+    for r in records:
+        path = root / r["path"]
+        vid = str(Path(r["path"]).with_suffix(""))
+        if not path.is_file():
+            missing.append(vid)
+            continue
+        rows.append({"video_id": vid, "gloss": r["gloss"], "label": glosses[r["gloss"]], "split": r["split"],
+                     "frame_start": 1, "frame_end": -1, "fps": None, "signer_id": r.get("signer") or None,
+                     "source": "pose", "path": str(path)})
+    return Manifest(_with_hashes(rows), sorted(missing), "pose")
+
+
 def build_manifest(cfg: DataConfig) -> Manifest:
     if cfg.source == "folder":
         return folder_manifest(cfg)
+    if cfg.source == "pose":
+        return pose_manifest(cfg)
     return wlasl_manifest(cfg) if cfg.source == "wlasl" else asl_signs_manifest(cfg)

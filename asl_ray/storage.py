@@ -183,6 +183,22 @@ def _latest_rows(table: pa.Table, loc: Location, files: list[str], counts: list[
     return table.take(sorted(best.values()))
 
 
+def latest_file_rows(location: str, columns: list[str], status: str | None = STATUS_OK) -> Iterator[pa.Table]:
+    """The rows that count (as :func:`read_features` has them), one file at a
+    time: bounded memory for passes over every landmark."""
+    loc, files = parquet_files(location)
+    keeper = repeated_rows(location)
+    wanted = list(dict.fromkeys([*columns, "video_id", "status"]))
+    for f in files:
+        table = _read_file(loc, f, wanted)
+        if keeper:
+            ids = table.column("video_id").to_pylist()
+            table = table.filter(pa.array([keeper.get(v, f) == f for v in ids]))
+        if status is not None:
+            table = table.filter(pc.equal(table.column("status"), status))
+        yield table.select(columns)
+
+
 def repeated_rows(location: str) -> dict[str, str]:
     """video_id -> the file whose row counts (the one written last), for videos
     present in more than one file."""

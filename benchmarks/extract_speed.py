@@ -6,7 +6,7 @@
     (Pose + Hands, model_complexity 1, tracking mode);
 (b) asl-ray's Ray Data pipeline (`run_extract`, 2 actors, 1 CPU each);
 (c) the peer `pose-format` package: `videos_to_poses --num-workers 2`
-    (Holistic, model_complexity 1). Benchmark-only: `pip install pose-format`.
+    (Holistic, model_complexity 1; pose-format is a project dependency).
 
 Prints frames/s of each, b/c, CPU seconds per frame of (a), MediaPipe's own
 time per frame, the machine limit 2 cores / (CPU s per frame of a), b as a
