@@ -111,7 +111,7 @@ def write_pose_file(path: Path | str, landmarks: np.ndarray, fps: float | None, 
                         ("RIGHT_HAND_LANDMARKS", 54, HAND_POINTS)):
         start = sum(sizes[: names.index(name)])
         pts = px[:, lo:lo + n]
-        found: np.ndarray = np.isfinite(pts).all(axis=2)
+        found = np.asarray(np.isfinite(pts).all(axis=2))
         data[:, 0, start:start + n] = np.where(found[..., None], pts, 0.0)
         conf[:, 0, start:start + n] = found
     body = NumPyPoseBody(fps=float(fps or 0.0), data=data, confidence=conf)
