@@ -282,7 +282,7 @@ def resolve_paths(cfg: Config) -> Config:
     handed to them must not depend on it. URIs (s3://...) are left alone.
     """
     data = cfg.data.model_copy(update={
-        k: Path(v).resolve() for k in ("wlasl_json", "videos_dir", "asl_signs_dir")
+        k: Path(v).resolve() for k in ("wlasl_json", "videos_dir", "asl_signs_dir", "pose_labels")
         if (v := getattr(cfg.data, k)) is not None
     })
     return cfg.model_copy(update={

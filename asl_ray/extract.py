@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from asl_ray.config import Config, ExtractConfig
+from asl_ray.config import Config, ExtractConfig, resolve_paths
 from asl_ray.duplicates import file_hash
 from asl_ray.features import FEATURE_VERSION, NoBodyFrame, video_features
 from asl_ray.manifest import build_manifest
@@ -262,6 +262,7 @@ def run_extract(cfg: Config, echo: Callable[[str], None] = print) -> ExtractSumm
 
     from asl_ray.raylocal import init_ray
 
+    cfg = resolve_paths(cfg)  # rows keep absolute paths: hashing, show and predict read them later
     s = cfg.extract
     out_dir = absolute(s.output_dir)
     Location.of(out_dir).makedirs()
