@@ -157,6 +157,26 @@ def confusion(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> np.nd
     return cm
 
 
+def epoch_collapsed(m: dict[str, float]) -> bool:
+    """Whether one epoch's metrics (a history row) show the collapse: val
+    figures when there was val, else train; chance over that epoch's vocabulary."""
+    val = "val_top1" in m
+    blank = m.get("val_blank_ratio" if val else "train_blank_ratio", 0.0)
+    top1 = m.get("val_top1" if val else "train_top1", 1.0)
+    return collapse_warning({"blank_ratio": blank, "top1": top1}, int(m.get("vocab_limit", 1))) is not None
+
+
+def collapse_summary(history: list[dict[str, float]]) -> str | None:
+    """One line for the end of a run that collapsed at some point: how long, and whether it cleared."""
+    hit = [int(m["epoch"]) for m in history if epoch_collapsed(m)]
+    if not hit:
+        return None
+    last = int(history[-1]["epoch"])
+    state = (f"cleared after epoch {hit[-1]}" if hit[-1] < last else
+             "not cleared at the end: raise train.blank_penalty, shrink train.vocab_size or the model, or add data")
+    return f"blank collapse in {len(hit)} of {len(history)} epochs (first {hit[0]}); {state}"
+
+
 def collapse_warning(metrics: dict[str, float], num_classes: int) -> str | None:
     """The report's failure: nearly every frame blank and accuracy at chance."""
     chance = 1.0 / max(num_classes, 1)

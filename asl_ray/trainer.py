@@ -38,7 +38,7 @@ from asl_ray.checkpoint import (
 )
 from asl_ray.config import Config, resolve_paths
 from asl_ray.dataset import Splits, describe_splits, fit_standardizer, load_splits, vocabulary_of
-from asl_ray.decode import collapse_warning
+from asl_ray.decode import collapse_summary, collapse_warning
 from asl_ray.duplicates import DropPlan, usable_rows
 from asl_ray.errors import UserError
 from asl_ray.inputs import Standardizer
@@ -214,6 +214,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
              + (f"; resuming after epoch {state.epoch}" if loaded else ""))
 
     first_step: list[float] = []
+    collapsed = [False]
 
     def train_batches(epoch: int, limit: int) -> Any:
         for batch in data.train(epoch, limit):
@@ -231,10 +232,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=None)
             return
         emit(epoch_line(metrics, total))
+        # Said when it starts and when it clears, not every epoch (the run's
+        # summary counts the epochs).
         warning = collapse_warning({"blank_ratio": metrics.get("val_blank_ratio", metrics["train_blank_ratio"]),
                                     "top1": metrics["score"]}, num_classes)
-        if warning:
-            emit(warning)
+        if bool(warning) != collapsed[0]:
+            collapsed[0] = bool(warning)
+            emit(warning or f"blank collapse cleared at epoch {int(metrics['epoch'])}")
         if tracker is not None:
             tracker.log_metrics(metrics, step=int(metrics["epoch"]))
         with tempfile.TemporaryDirectory() as tmp:
@@ -471,6 +475,9 @@ def summary_lines(o: TrainOutcome) -> str:
                      f"top5 {m.get('val_top5', float('nan')):.1%}, mean per-class "
                      f"{m.get('val_mean_class_acc', float('nan')):.1%}, blank ratio "
                      f"{m.get('val_blank_ratio', float('nan')):.2f}; train top1 {m.get('train_top1', 0):.1%}")
+    collapse = collapse_summary(o.history)
+    if collapse:
+        lines.append(collapse)
     lines.append(f"best checkpoint: {o.best_checkpoint}")
     if o.curves_png:
         lines.append(f"training curves: {o.curves_png}")

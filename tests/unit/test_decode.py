@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from asl_ray.decode import MetricAccumulator, collapse_warning, greedy_decode, single_label_scores
+from asl_ray.decode import MetricAccumulator, collapse_summary, collapse_warning, greedy_decode, single_label_scores
 
 
 def _brute_force(lp: np.ndarray, c: int) -> float:
@@ -68,3 +68,15 @@ def test_metrics_and_collapse_warning() -> None:
     assert acc.confusion()[3, 0] == 1
     assert collapse_warning(m, 4) is None  # blank everywhere, but ranking is far above chance
     assert "BLANK COLLAPSE" in (collapse_warning({"blank_ratio": 0.99, "top1": 0.01}, 100) or "")
+
+
+def test_collapse_is_summarised_once_for_the_run() -> None:
+    def epoch(e: int, top1: float, blank: float) -> dict[str, float]:
+        return {"epoch": e, "vocab_limit": 100, "val_top1": top1, "val_blank_ratio": blank}
+
+    healthy = [epoch(1, 0.3, 0.99), epoch(2, 0.5, 0.9)]
+    assert collapse_summary(healthy) is None
+    cleared = [epoch(1, 0.01, 0.99), epoch(2, 0.015, 0.98), epoch(3, 0.4, 0.97)]
+    assert collapse_summary(cleared) == "blank collapse in 2 of 3 epochs (first 1); cleared after epoch 2"
+    stuck = [epoch(1, 0.3, 0.9), epoch(2, 0.01, 0.99)]
+    assert (collapse_summary(stuck) or "").startswith("blank collapse in 1 of 2 epochs (first 2); not cleared")
