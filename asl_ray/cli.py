@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -65,8 +66,14 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="asl-ray")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show Ray's own log lines (otherwise in its log files, /tmp/ray/session_latest/logs).")
+def main(verbose: bool) -> None:
     """asl-ray: distributed landmark extraction, training and tuning for isolated sign recognition."""
+    from asl_ray.console import VERBOSE_ENV
+
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
 
 
 @main.command(epilog=EPILOG)

@@ -15,17 +15,23 @@ from asl_ray.config import RayConfig
 
 
 def init_ray(cfg: RayConfig, **extra: Any) -> None:
+    """Start or join Ray; then only our own progress lines reach the terminal
+    (``console.py``; ``asl-ray -v`` shows Ray's too)."""
     import ray
+
+    from asl_ray.console import quiet_ray, ray_init_options
 
     if ray.is_initialized():
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
+    options = {**ray_init_options(), **extra}
     if address:
-        ray.init(address=address, **extra)
-        return
-    ray.init(
-        num_cpus=cfg.num_cpus,
-        include_dashboard=cfg.include_dashboard,
-        dashboard_host=cfg.dashboard_host,
-        **extra,
-    )
+        ray.init(address=address, **options)
+    else:
+        ray.init(
+            num_cpus=cfg.num_cpus,
+            include_dashboard=cfg.include_dashboard,
+            dashboard_host=cfg.dashboard_host,
+            **options,
+        )
+    quiet_ray()

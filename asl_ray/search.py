@@ -75,7 +75,7 @@ def trial_fn(config: dict[str, Any]) -> None:
                                      "train.run_dir": config["trials_dir"]})
         tracker.log_params({k: v for k, v in flatten(cfg.model_dump(mode="json")).items() if k not in overrides})
         trainer = build_trainer(cfg, trial_id, tracker.run_id or None, tracker.uri or None,
-                                callbacks=[TuneReportCallback()])
+                                callbacks=[TuneReportCallback()], progress=False)
         trainer.fit()
     except BaseException as exc:
         # Stopped by ASHA or failed: the driver tells the two apart after the

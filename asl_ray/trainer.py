@@ -16,7 +16,6 @@ failure, or ``train.resume_from``) continues from the last checkpoint.
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from asl_ray.checkpoint import (
     unwrap,
 )
 from asl_ray.config import Config, resolve_paths
+from asl_ray.console import worker_line
 from asl_ray.dataset import Splits, describe_splits, fit_standardizer, load_splits, vocabulary_of
 from asl_ray.decode import collapse_summary, collapse_warning
 from asl_ray.duplicates import DropPlan, usable_rows
@@ -114,10 +114,8 @@ def epoch_line(m: dict[str, float], total: int) -> str:
 
 
 def emit(line: str) -> None:
-    """One progress line from a worker. Ray Train patches ``print`` into its
-    logger and echoes it as well (every line twice); the real stdout is
-    forwarded to the driver once."""
-    print(line, file=sys.__stdout__, flush=True)
+    """One progress line from a worker, for the driver's terminal (``console.py``)."""
+    worker_line(line)
 
 
 def _quiet_ray_train_logs() -> None:
@@ -208,8 +206,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                             "train_samples": data.counts["train"], "val_samples": data.counts["val"],
                             "num_glosses": num_classes, "dropped_samples": data.counts.get("dropped", 0),
                             "ingest": cfg.train.ingest})
+    say = emit if rank == 0 and loop_config.get("progress", True) else (lambda _: None)
     if rank == 0:
-        emit(f"train: {data.description}; {count_parameters(unwrap(model)):,} parameters; "
+        say(f"train: {data.description}; {count_parameters(unwrap(model)):,} parameters; "
              f"{world} worker(s) on {device}, ingest {cfg.train.ingest}"
              + (f"; resuming after epoch {state.epoch}" if loaded else ""))
 
@@ -231,14 +230,14 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
-        emit(epoch_line(metrics, total))
+        say(epoch_line(metrics, total))
         # Said when it starts and when it clears, not every epoch (the run's
         # summary counts the epochs).
         warning = collapse_warning({"blank_ratio": metrics.get("val_blank_ratio", metrics["train_blank_ratio"]),
                                     "top1": metrics["score"]}, num_classes)
         if bool(warning) != collapsed[0]:
             collapsed[0] = bool(warning)
-            emit(warning or f"blank collapse cleared at epoch {int(metrics['epoch'])}")
+            say(warning or f"blank collapse cleared at epoch {int(metrics['epoch'])}")
         if tracker is not None:
             tracker.log_metrics(metrics, step=int(metrics["epoch"]))
         with tempfile.TemporaryDirectory() as tmp:
@@ -326,8 +325,10 @@ def _check_room_for_data_prep(cfg: Config, use_gpu: bool) -> None:
 
 
 def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlflow_uri: str | None = None,
-                  callbacks: list[Any] | None = None) -> Any:
-    """One function that builds the TorchTrainer; ``train`` and ``tune`` both call it."""
+                  callbacks: list[Any] | None = None, progress: bool = True) -> Any:
+    """One function that builds the TorchTrainer; ``train`` and ``tune`` both call it.
+    ``progress``: rank 0 prints a line per epoch (off in a tune, which prints a
+    line per trial event instead of interleaving every trial's epochs)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -336,7 +337,7 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
     resume_from = resolve_checkpoint(cfg.train.resume_from) if cfg.train.resume_from else None
     loop_config: dict[str, Any] = {"cfg": cfg.model_dump(mode="json"), "mlflow_run_id": mlflow_run_id,
                                    "mlflow_uri": mlflow_uri, "resume_from": resume_from,
-                                   "run_location": join(storage, name)}
+                                   "run_location": join(storage, name), "progress": progress}
     datasets, data_config = None, None
     if cfg.train.ingest == "ray_data":
         _check_room_for_data_prep(cfg, use_gpu)
