@@ -196,10 +196,10 @@ class ExtractActor:
             "mediapipe_seconds": pa.array([r["mediapipe_seconds"] for r in rows], pa.float64()),
             "node": [_node_id()] * len(rows),
             "pid": [os.getpid()] * len(rows),
-            # ru_maxrss is in KiB on Linux: the peak memory so far of this
-            # worker or of its extractor process (MediaPipe lives there).
-            "max_rss_mb": [max(resource.getrusage(who).ru_maxrss for who in
-                               (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024] * len(rows),
+            # KiB on Linux: the peak memory so far of this worker plus that of
+            # its extractor process (where MediaPipe lives).
+            "max_rss_mb": [(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + self.extractor.peak_kib()) / 1024]
+            * len(rows),
         })
 
 

@@ -132,5 +132,19 @@ class ExtractorProcess:
         return None, (f"extractor crashed on it {self.max_retries + 1} times ({why}); "
                       f"re-run with `asl-ray extract --retry-failed` to try again")
 
+    def peak_kib(self) -> int:
+        """The running child's peak memory (VmHWM, KiB; 0 where unknown). The
+        actor's own getrusage does not count a child that has not exited."""
+        if self.proc is None:
+            return 0
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
     def close(self) -> None:
         self._stop()
