@@ -72,10 +72,12 @@ def test_features_and_run_live_in_the_bucket(trained: tuple, ray_with_s3: str) -
 
 
 def test_killed_worker_resumes_from_the_bucket(trained: tuple, ray_with_s3: str, mlflow_server: str) -> None:
-    """The restarted worker continues from the checkpoint in the bucket: the
-    epochs checkpointed before the kill (>= 2) are logged to MLflow once; a
-    restart from scratch would log them twice. (An epoch in flight at the
-    kill may be logged again when it is redone.)"""
+    """The restarted worker continues from a checkpoint in the bucket: epoch 1
+    is logged to MLflow once (a restart from scratch would log it twice), and
+    at most one epoch, the one in flight at the kill, is logged again when it
+    is redone. (The kill comes once two complete checkpoints are in the
+    bucket, but the second may not have reached Ray Train's controller yet:
+    seen in CI, where Ray then discarded it and epoch 2 was redone.)"""
     _, outcome, killed = trained
     assert killed, "no training worker was killed"
     latest = latest_checkpoint(join(ray_with_s3, "runs", "r"))
@@ -83,7 +85,8 @@ def test_killed_worker_resumes_from_the_bucket(trained: tuple, ray_with_s3: str,
     assert [h["epoch"] for h in json.loads(read_text(join(latest, "history.json")) or "")] == [1, 2, 3, 4, 5, 6]
     steps = mlflow_api(mlflow_server, f"metrics/get-history?run_id={outcome.mlflow_run_id}&metric_key=train_loss")
     logged = Counter(int(m["step"]) for m in steps["metrics"])
-    assert set(logged) == {1, 2, 3, 4, 5, 6} and logged[1] == logged[2] == 1, logged
+    assert set(logged) == {1, 2, 3, 4, 5, 6} and logged[1] == 1, logged
+    assert sum(logged.values()) <= 7, logged
 
 
 def test_rerun_of_a_named_run_continues_from_the_bucket(trained: tuple, ray_with_s3: str, mlflow_server: str) -> None:
@@ -109,7 +112,8 @@ def test_tune_with_its_folder_in_the_bucket(trained: tuple, ray_with_s3: str, ml
         f"data.asl_signs_dir={require_shared('asl-signs')}", "data.source=asl-signs", "data.val_fraction=0.3",
         f"extract.output_dir={ray_with_s3}/features", f"train.run_dir={ray_with_s3}/runs",
         f"tracking.uri={mlflow_server}", "tracking.experiment=s3-tune", "train.epochs=2", "train.batch_size=16",
-        "tune.name=t", "tune.num_samples=1", "tune.grace_period=1",
+        # grace = all epochs: ASHA stops no trial (a stopped one would be "stopped early").
+        "tune.name=t", "tune.num_samples=1", "tune.grace_period=2",
         "tune.search_space={model.dropout: {type: grid, values: [0.1, 0.3]}}"])
     from asl_ray.search import run_tune
 
