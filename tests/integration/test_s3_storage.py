@@ -77,7 +77,7 @@ def test_killed_worker_resumes_from_the_bucket(trained: tuple, ray_with_s3: str,
     at most one epoch, the one in flight at the kill, is logged again when it
     is redone. (The kill comes once two complete checkpoints are in the
     bucket, but the second may not have reached Ray Train's controller yet:
-    seen in CI, where Ray then discarded it and epoch 2 was redone.)"""
+    in one CI run epoch 2 was redone.)"""
     _, outcome, killed = trained
     assert killed, "no training worker was killed"
     latest = latest_checkpoint(join(ray_with_s3, "runs", "r"))
