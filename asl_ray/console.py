@@ -12,12 +12,17 @@ So: our workers mark their progress lines (:func:`worker_line`), and after
 marked lines without Ray's prefix and drops the rest; Ray's driver loggers
 are set to errors only. With ``ASL_RAY_VERBOSE=1`` (``asl-ray -v``) Ray prints
 as it always does.
+
+On a terminal, long work shows a bar (:class:`Bar`, tqdm): extraction's
+videos, training's epochs (drawn from the epoch lines, which then stay off
+the screen); elsewhere (CI logs, files) the plain lines, one per step.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -36,12 +41,60 @@ def worker_line(text: str) -> None:
     print(f"{MARK}{text}", file=sys.__stdout__, flush=True)
 
 
+def on_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+class Bar:
+    """A tqdm bar on a terminal; nothing elsewhere (the caller prints lines)."""
+
+    def __init__(self, total: int, desc: str, unit: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True, file=sys.stdout)
+
+    def update(self, done: int, postfix: str = "") -> None:
+        self.bar.n = done
+        self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.refresh()
+
+    def write(self, line: str) -> None:
+        """A line above the bar (warnings, failures)."""
+        self.bar.write(line, file=sys.stdout)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) .*?train loss ([\d.]+) top1 ([\d.]+%).*?blank ([\d.]+)"
+                        r"(?:.*?val loss [\d.]+ top1 ([\d.]+%))?")
+_epochs: list[Bar] = []
+
+
 def relay(data: dict[str, Any]) -> None:
-    """Ray's forwarded worker output -> our lines only, without Ray's prefix."""
+    """Ray's forwarded worker output -> our lines only, without Ray's prefix;
+    on a terminal, epoch lines move the epoch bar instead."""
     for line in data.get("lines", []):
         _, marked, text = line.partition(MARK)
-        if marked:
-            print(text, file=sys.stdout, flush=True)
+        if not marked:
+            continue
+        epoch = EPOCH_LINE.match(text) if on_terminal() else None
+        if epoch is None:
+            (_epochs[0].write if _epochs else print)(text)
+            continue
+        done, total = int(epoch.group(1)), int(epoch.group(2))
+        if not _epochs:
+            _epochs.append(Bar(total, "train", "epoch"))
+        val = f", val top1 {epoch.group(6)}" if epoch.group(6) else ""
+        _epochs[0].update(done, f"loss {epoch.group(3)}, top1 {epoch.group(4)}{val}, blank {epoch.group(5)}")
+        if done >= total:
+            close_bars()
+
+
+def close_bars() -> None:
+    """End the epoch bar (a run that stopped early never reaches its total)."""
+    while _epochs:
+        _epochs.pop().close()
 
 
 def ray_init_options() -> dict[str, Any]:
@@ -53,10 +106,23 @@ def quiet_ray() -> None:
     """After ``ray.init``: print only our workers' marked lines (unless verbose)."""
     if verbose():
         return
-    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    import ray.data  # configures the "ray.data" logger, which we then adjust
     from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
 
+    for name in ("ray", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # Ray Data logs every execution at INFO to its file and to the console:
+    # keep the file, quiet the console.
+    for handler in logging.getLogger("ray.data").handlers:
+        if not isinstance(handler, logging.FileHandler) and "File" not in type(handler).__name__:
+            handler.setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own lines say what happens (sampling, executions)
+    ctx.print_on_execution_start = False
+    # Ray's deprecation notices about its own internals are not the user's to act on.
+    warnings.filterwarnings("ignore", module=r"ray(\.|$)")
     # Ray's own printer is registered under this name when log_to_driver is on.
     dispatcher.remove_handler("ray_print_logs")
     dispatcher.add_handler("ray_print_logs", relay)

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asl_ray.config import Config, ExtractConfig, resolve_paths
+from asl_ray.console import Bar, on_terminal
 from asl_ray.duplicates import file_hash
 from asl_ray.features import FEATURE_VERSION, NoBodyFrame, video_features
 from asl_ray.manifest import build_manifest
@@ -291,6 +292,7 @@ def run_extract(cfg: Config, echo: Callable[[str], None] = print) -> ExtractSumm
         resources=s.actor_resources or None,
     )
     echo(f"extract: {len(todo)} videos to do, {skipped} already done; {s.num_actors} actors -> {out_dir}")
+    bar = Bar(len(todo), "extract", "video") if on_terminal() else None
     t0 = time.perf_counter()
     last = t0
     for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -303,20 +305,27 @@ def run_extract(cfg: Config, echo: Callable[[str], None] = print) -> ExtractSumm
             else:
                 summary.failed += 1
                 summary.failures.append((r["video_id"], r["error"]))
+                if bar:
+                    bar.write(f"extract: failed {r['video_id']}: {r['error']}")
             summary.nodes[r["node"]] = summary.nodes.get(r["node"], 0) + 1
             summary.worker_peak_mb[r["pid"]] = max(summary.worker_peak_mb.get(r["pid"], 0.0), r["max_rss_mb"])
         now = time.perf_counter()
         summary.seconds = now - t0
-        if now - last >= s.progress_seconds or summary.processed == len(todo):
+        if bar:
+            bar.update(summary.processed, f"{summary.ok} ok, {summary.failed} failed, "
+                                          f"{summary.frames_per_second:.1f} frames/s")
+        elif now - last >= s.progress_seconds or summary.processed == len(todo):
             last = now
             rate = summary.processed / summary.seconds
             eta = (len(todo) - summary.processed) / rate if rate else float("nan")
             echo(f"extract: {summary.processed}/{len(todo)} videos ({summary.ok} ok, {summary.failed} failed), "
                  f"{summary.frames_per_second:.1f} frames/s, ETA {eta:.0f}s")
     summary.seconds = time.perf_counter() - t0
+    if bar:
+        bar.close()
     if len(summary.nodes) > 1:
         echo("extract: videos per node: " + ", ".join(f"{n[:12]} {c}" for n, c in summary.nodes.items()))
-    for vid, reason in summary.failures:
+    for vid, reason in summary.failures if not bar else []:  # on a terminal, already said above the bar
         echo(f"extract: failed {vid}: {reason}")
     echo(summary.line())
     return summary

@@ -36,7 +36,7 @@ from asl_ray.checkpoint import (
     unwrap,
 )
 from asl_ray.config import Config, resolve_paths
-from asl_ray.console import worker_line
+from asl_ray.console import close_bars, worker_line
 from asl_ray.dataset import Splits, describe_splits, fit_standardizer, load_splits, vocabulary_of
 from asl_ray.decode import collapse_summary, collapse_warning
 from asl_ray.duplicates import DropPlan, usable_rows
@@ -416,6 +416,8 @@ def run_training(cfg: Config, echo: Any = print) -> TrainOutcome:
     except Exception:
         tracker.end("FAILED")
         raise
+    finally:
+        close_bars()
     return finish_run(join(cfg.train.run_dir, name), result, tracker, echo)
 
 

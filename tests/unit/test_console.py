@@ -18,3 +18,19 @@ def test_relay_prints_our_lines_without_rays_prefix_and_drops_the_rest(capsys: p
     out, err = capsys.readouterr()
     assert out.splitlines() == ["epoch 1/3 | train loss 2.1", "blank collapse cleared at epoch 2"]
     assert err == ""
+
+
+def test_on_a_terminal_epoch_lines_drive_a_bar(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import asl_ray.console as console
+
+    monkeypatch.setattr(console, "on_terminal", lambda: True)
+    relay({"lines": [f"{MARK}epoch 1/2 (vocab 4) | train loss 2.100 top1 10.0% blank 0.90 grad 1.00 | "
+                     "val loss 2.000 top1 25.0% top5 80.0% blank 0.95",
+                     f"{MARK}BLANK COLLAPSE: something"]})
+    assert console._epochs  # the bar is open
+    relay({"lines": [f"{MARK}epoch 2/2 (vocab 4) | train loss 1.500 top1 40.0% blank 0.80 grad 1.00"]})
+    assert not console._epochs  # closed at the last epoch
+    out = capsys.readouterr().out
+    assert "BLANK COLLAPSE: something" in out  # other lines still print, above the bar
+    assert "epoch 1/2" not in out and "val top1 25.0%" in out and "2/2" in out
