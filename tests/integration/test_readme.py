@@ -21,6 +21,12 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 FAST = ["--set", "train.epochs=8", "--set", "tune.num_samples=2", "--set", "tune.grace_period=2"]
+# What Ray itself prints when it is not kept quiet: worker prefixes, its C++
+# and Python loggers' lines, Ray Data's execution logs, its notices.
+RAY_INTERNALS = re.compile(
+    r"\(\w+ pid=\d+|core_worker\.cc|raylet|PlacementGroupCleaner|Token authentication|worker\.py:\d+|"
+    r"streaming_executor\.py|logging_progress\.py|parquet_datasource\.py|Progress bars disabled|"
+    r"Started a local Ray instance|RayDeprecationWarning|Registered dataset logger|python worker processes")
 
 
 def readme_commands() -> list[str]:
@@ -46,6 +52,9 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True, timeout=900, check=False)
     out = proc.stdout
     assert proc.returncode == 0, (out + proc.stderr)[-4000:]
+    # Quiet by default: asl-ray's own lines only, no line of Ray's internals.
+    noise = [line for line in (out + proc.stderr).splitlines() if RAY_INTERNALS.search(line)]
+    assert not noise, noise[:10]
     assert "SYNTHETIC" in out  # it says, loudly, that it is not real data
     # ... and writes it into a folder of its own, never the config's feature dataset.
     written = re.search(r"synthetic samples to (\S+)", out)
