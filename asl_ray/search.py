@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from asl_ray.config import Config, Domain, dump_config, resolve_paths, validate_tree
+from asl_ray.console import Bar, on_terminal
 from asl_ray.errors import UserError
 from asl_ray.loop import stage_plan
 from asl_ray.storage import is_dir, join, write_text
@@ -175,7 +176,8 @@ def _progress_callback(echo: Any, total: int, max_t: int) -> Any:
     from ray.tune import Callback
 
     class Progress(Callback):
-        """One line whenever a trial starts, reports, stops or fails."""
+        """One line whenever a trial starts, reports, stops or fails; on a
+        terminal, a bar of trials ended instead of the per-epoch lines."""
 
         def __init__(self) -> None:
             self.running: set[str] = set()
@@ -183,6 +185,21 @@ def _progress_callback(echo: Any, total: int, max_t: int) -> Any:
             self.stopped = 0
             self.failed = 0
             self.epochs: dict[str, int] = {}
+            self.bar = Bar(total, "tune", "trial") if on_terminal() else None
+
+        def _say(self, line: str) -> None:
+            if self.bar is None:
+                echo(line)
+                return
+            self.bar.write(line)
+            self.bar.update(self.done + self.stopped + self.failed,
+                            f"{len(self.running)} running, {self.done} done, {self.stopped} stopped, "
+                            f"{self.failed} failed")
+
+        def close(self) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
 
         def _state(self) -> str:
             return (f"[{len(self.running)} running, {self.done} completed, {self.stopped} stopped early, "
@@ -190,10 +207,12 @@ def _progress_callback(echo: Any, total: int, max_t: int) -> Any:
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.running.add(trial.trial_id)
-            echo(f"tune: trial {trial.trial_id} started {trial.config.get('overrides')} {self._state()}")
+            self._say(f"tune: trial {trial.trial_id} started {trial.config.get('overrides')} {self._state()}")
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             self.epochs[trial.trial_id] = int(result.get("training_iteration", 0))
+            if self.bar is not None:
+                return  # the bar says it; a line per trial epoch would fill the screen
             echo(f"tune: trial {trial.trial_id} epoch {result.get('epoch')}: val top1 "
                  f"{result.get('val_top1', float('nan')):.1%}, val loss {result.get('val_loss', float('nan')):.3f}, "
                  f"blank {result.get('val_blank_ratio', float('nan')):.2f}")
@@ -202,15 +221,15 @@ def _progress_callback(echo: Any, total: int, max_t: int) -> Any:
             self.running.discard(trial.trial_id)
             if self.epochs.get(trial.trial_id, 0) < max_t:
                 self.stopped += 1
-                echo(f"tune: trial {trial.trial_id} stopped early by ASHA {self._state()}")
+                self._say(f"tune: trial {trial.trial_id} stopped early by ASHA {self._state()}")
             else:
                 self.done += 1
-                echo(f"tune: trial {trial.trial_id} completed {self._state()}")
+                self._say(f"tune: trial {trial.trial_id} completed {self._state()}")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.running.discard(trial.trial_id)
             self.failed += 1
-            echo(f"tune: trial {trial.trial_id} FAILED {self._state()}")
+            self._say(f"tune: trial {trial.trial_id} FAILED {self._state()}")
 
     return Progress()
 
@@ -294,7 +313,10 @@ def run_tune(cfg: Config, resume: bool = False, echo: Any = print) -> TuneOutcom
                                         num_samples=cfg.tune.num_samples),
             run_config=tune.RunConfig(name=name, storage_path=root, callbacks=[progress], verbose=0),
         )
-    grid_result = tuner.fit()
+    try:
+        grid_result = tuner.fit()
+    finally:
+        progress.close()
     rows = _rows(grid_result, max_t, metric, mode)
     outcome = _finish(cfg, name, path, rows, parent, uri, metric, mode)
     echo(summary_table(outcome, metric))
