@@ -50,7 +50,7 @@ def ray_train(cfg, n_train: int, workers: int, epochs: int) -> tuple[float, floa
     import tempfile
 
     from asl_ray.checkpoint import load_checkpoint
-    from asl_ray.trainer import _local_dir, build_trainer
+    from asl_ray.trainer import build_trainer
 
     run_dir = tempfile.mkdtemp(prefix="asl-ray-bench-")
     c = cfg.model_copy(update={"train": cfg.train.model_copy(update={
@@ -58,7 +58,7 @@ def ray_train(cfg, n_train: int, workers: int, epochs: int) -> tuple[float, floa
     t0 = time.perf_counter()
     result = build_trainer(c, f"bench-{workers}").fit()
     wall = time.perf_counter() - t0
-    history = load_checkpoint(_local_dir(result.checkpoint)).history
+    history = load_checkpoint(result.checkpoint.path).history
     secs = [h["train_seconds"] for h in history]
     per_epoch = sum(secs[1:]) / (len(secs) - 1)  # first epoch is warm-up
     return n_train / per_epoch, wall
