@@ -1,0 +1,24 @@
+"""Benchmarks and scripts import asl-ray's names inside their functions (so
+that `--help` is fast); nothing runs those imports in the suite, so check
+statically that every name they import from asl_ray still exists."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+
+import pytest
+
+from tests.conftest import ROOT
+
+FILES = sorted([*ROOT.glob("benchmarks/*.py"), *ROOT.glob("scripts/*.py"), *ROOT.glob("jobs/*.py")])
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_name_imported_from_asl_ray_exists(path) -> None:  # type: ignore[no-untyped-def]
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("asl_ray"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{path.name}: {node.module} has no {alias.name}"
