@@ -91,6 +91,20 @@ def relay(data: dict[str, Any]) -> None:
             close_bars()
 
 
+# Notices Ray pushes to every driver that are about its own scheduling, not
+# the user's work (all of them stay in Ray's log files).
+ROUTINE_NOTICES = ("worker processes have been started on node",)
+
+
+def ray_notice(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+    """Messages of Ray's error channel (a worker killed, out of memory, ...):
+    on stderr as one ``ray: ...`` line each, without Ray's colours; routine
+    scheduling notices dropped."""
+    for line in data.get("lines", []):
+        if not any(n in line for n in ROUTINE_NOTICES):
+            print(f"ray: {line}", file=sys.stderr, flush=True)
+
+
 def close_bars() -> None:
     """End the epoch bar (a run that stopped early never reaches its total)."""
     while _epochs:
@@ -108,6 +122,7 @@ def quiet_ray() -> None:
         return
     import warnings
 
+    import ray._private.worker as ray_worker
     import ray.data  # configures the "ray.data" logger, which we then adjust
     from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
 
@@ -126,3 +141,6 @@ def quiet_ray() -> None:
     # Ray's own printer is registered under this name when log_to_driver is on.
     dispatcher.remove_handler("ray_print_logs")
     dispatcher.add_handler("ray_print_logs", relay)
+    # Ray's error-channel listener thread prints through this module function
+    # (looked up at each call): its messages become our one-line notices.
+    ray_worker.print_to_stdstream = ray_notice

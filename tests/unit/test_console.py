@@ -34,3 +34,16 @@ def test_on_a_terminal_epoch_lines_drive_a_bar(monkeypatch: pytest.MonkeyPatch,
     out = capsys.readouterr().out
     assert "BLANK COLLAPSE: something" in out  # other lines still print, above the bar
     assert "epoch 1/2" not in out and "val top1 25.0%" in out and "2/2" in out
+
+
+def test_rays_error_channel_keeps_real_problems_and_drops_scheduling_notices(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from asl_ray.console import ray_notice
+
+    ray_notice({"pid": "raylet", "is_err": False, "lines": [
+        "WARNING: 8 PYTHON worker processes have been started on node: fa4c5b with address: 127.0.0.1.",
+        "A worker died or was killed while executing a task by an unexpected system error (OOM).",
+    ]}, ignore_prefix=False)
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [
+        "ray: A worker died or was killed while executing a task by an unexpected system error (OOM)."]
