@@ -173,16 +173,15 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     # Where to continue from. Ray 2.60's Train V2 hands a restarted worker
     # group no checkpoint (ray.train.get_checkpoint() is None after a worker
-    # died: measured, and the fault tests now check it), so the worker finds
-    # it itself: the most advanced of train.resume_from and the complete
-    # checkpoints in this run's folder (local or URI, downloaded on this node).
-    resume = ray.train.get_checkpoint()
-    loaded: LoadedCheckpoint | None
-    if resume is not None:
-        loaded = load_checkpoint(resume.to_directory(), with_state=True)
-    else:
-        where = resume_point(loop_config.get("resume_from"), loop_config["run_location"])
-        loaded = load_checkpoint(where, with_state=True) if where else None
+    # died: measured, and the fault tests check it), and where it hands one
+    # it is the last one its controller registered, which can trail the last
+    # one written. So the worker takes the most advanced of that, of
+    # train.resume_from and of the complete checkpoints in this run's folder
+    # (local or URI, downloaded on this node).
+    reported = ray.train.get_checkpoint()
+    where = resume_point(loop_config.get("resume_from"), loop_config["run_location"],
+                         reported.to_directory() if reported is not None else None)
+    loaded: LoadedCheckpoint | None = load_checkpoint(where, with_state=True) if where else None
     data = _worker_data(cfg, loop_config, loaded, rank, world)
     num_classes = data.vocab.num_glosses
 

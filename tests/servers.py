@@ -166,14 +166,18 @@ def ray_address() -> str:
 
 
 def kill_when(cond: Callable[[], bool], class_name: str, killed: list[int], timeout: float = 180) -> threading.Thread:
-    """Background thread: once ``cond()`` holds, SIGKILL one live actor process of ``class_name``."""
+    """Background thread: once ``cond()`` holds, SIGKILL one live actor process
+    of ``class_name``. If it never holds within ``timeout`` nothing is killed
+    (so the test says "no worker was killed", not a confusing later failure)."""
     from ray.util.state import list_actors
 
     address = ray_address()
 
     def run() -> None:
         deadline = time.time() + timeout
-        while time.time() < deadline and not cond():
+        while not cond():
+            if time.time() > deadline:
+                return
             time.sleep(0.2)
         for actor in list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True):
             if class_name in actor["class_name"] and actor.get("pid"):

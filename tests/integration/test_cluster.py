@@ -159,10 +159,10 @@ def test_killed_training_worker_resumes_from_checkpoint(cluster: dict[str, str],
         latest = latest_checkpoint(run)
         return latest is not None and epochs_done(latest) >= 2
 
-    thread = kill_when(done, "RayTrainWorker", killed)
+    thread = kill_when(done, "RayTrainWorker", killed, timeout=300)
     outcome = run_training(cfg, echo=lambda _: None)
     thread.join(timeout=5)
-    assert killed, "no training worker was killed"
+    assert killed, "no training worker was killed (two checkpointed epochs never appeared, or the run ended first)"
     latest = latest_checkpoint(run)
     assert latest is not None
     history = json.loads((Path(latest) / "history.json").read_text())
@@ -171,7 +171,12 @@ def test_killed_training_worker_resumes_from_checkpoint(cluster: dict[str, str],
     # The restarted worker said where it started (Ray forwards workers' output
     # to the driver): after a checkpointed epoch >= 2, not from epoch 1. A
     # restart from scratch would also end with epochs 1-6, so the history
-    # alone cannot tell.
-    time.sleep(2)  # Ray's log monitor forwards worker output with a delay
-    starts = [int(m) for m in re.findall(r"resuming after epoch (\d+)", capfd.readouterr().out)]
-    assert starts and min(starts) >= 2, starts
+    # alone cannot tell. Ray's log monitor forwards worker output with a
+    # delay: wait for the line rather than for a fixed time.
+    out = ""
+    deadline = time.time() + 30
+    while "resuming after epoch" not in out and time.time() < deadline:
+        time.sleep(0.5)
+        out += capfd.readouterr().out
+    starts = [int(m) for m in re.findall(r"resuming after epoch (\d+)", out)]
+    assert starts and min(starts) >= 2, (starts, [ln for ln in out.splitlines() if "train:" in ln])
