@@ -16,6 +16,7 @@ failure, or ``train.resume_from``) continues from the last checkpoint.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -178,9 +179,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     # one written. So the worker takes the most advanced of that, of
     # train.resume_from and of the complete checkpoints in this run's folder
     # (local or URI, downloaded on this node).
-    reported = ray.train.get_checkpoint()
+    handed = ray.train.get_checkpoint()
     where = resume_point(loop_config.get("resume_from"), loop_config["run_location"],
-                         reported.to_directory() if reported is not None else None)
+                         handed.to_directory() if handed is not None else None)
     loaded: LoadedCheckpoint | None = load_checkpoint(where, with_state=True) if where else None
     data = _worker_data(cfg, loop_config, loaded, rank, world)
     num_classes = data.vocab.num_glosses
@@ -226,6 +227,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             # Wall clock of the run's first training step (benchmarks/scale.py reads it from the history).
             metrics["first_step_time"] = st.history[-1]["first_step_time"] = first_step[0]
             first_step.append(0.0)
+        reported.append(int(metrics["epoch"]))
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
@@ -239,6 +241,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             say(warning or f"blank collapse cleared at epoch {int(metrics['epoch'])}")
         if tracker is not None:
             tracker.log_metrics(metrics, step=int(metrics["epoch"]))
+        report_with_checkpoint(st, metrics)
+
+    def report_with_checkpoint(st: FitState, metrics: dict[str, float], confusion: Path | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(
                 Path(tmp), cfg, st.model, data.vocab, data.standardizer,
@@ -248,10 +253,26 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             )
             if st.last_val is not None:
                 np.save(Path(tmp) / "val_confusion.npy", st.last_val.confusion())
+            elif confusion is not None and confusion.is_file():
+                shutil.copy(confusion, Path(tmp) / "val_confusion.npy")
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
+    reported: list[int] = []
     fit(state, cfg.train, train_batches, data.val, num_classes, device, on_epoch_end,
         amp=device.type == "cuda", reduce=all_reduce_metrics(device))
+    if not reported and loaded is not None and state.history:
+        # Every epoch was done before this start: a run (or tune trial) whose
+        # driver died after its workers wrote the last checkpoint. Report that
+        # epoch again, checkpoint included, so Ray Train and Tune get the
+        # run's result rather than none (Tune fails a trial without metrics).
+        last = {**state.history[-1]}
+        last["score"] = last.get("val_top1", last["train_top1"])
+        say(f"all {int(last['epoch'])} epochs were done before this start: reporting the last one")
+        if rank == 0:
+            assert where is not None
+            report_with_checkpoint(state, last, local_folder(where) / "val_confusion.npy")
+        else:
+            ray.train.report(last, checkpoint=None)
 
 
 # Where `ray up` leaves the cluster launcher's config on the head node (where

@@ -113,3 +113,13 @@ def test_killed_two_worker_run_resumes_from_last_checkpoint(local_ray, asl_featu
     assert latest is not None
     history = json.loads((Path(latest) / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 9))  # every epoch once, none lost
+
+    # Started again once every epoch is done (as a tune trial is when its
+    # driver died after the last checkpoint): the run reports its last epoch
+    # instead of ending without a result, and trains nothing more.
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400, check=False)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "all 8 epochs were done before this start" in again.stdout + again.stderr
+    latest = latest_checkpoint(run)
+    assert latest is not None
+    assert [h["epoch"] for h in json.loads((Path(latest) / "history.json").read_text())] == list(range(1, 9))
