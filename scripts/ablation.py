@@ -28,38 +28,39 @@ CONFIG = ROOT / "configs" / "wlasl100_attention.yaml"
 # Shorthands for the overrides the rows share.
 _LSTM = ["model.encoder=lstm", "model.num_layers=2"]
 _PHONO = ["features.inputs=[phono]"]
+_RICH = ["features.inputs=[phono,masks,hands,pose,velocity]"]
+_BONES = ["features.inputs=[phono,masks,hands,pose,velocity,bones]"]
 _NO_AUG = ["train.augment.enabled=false"]
 _NO_PENALTY = ["train.blank_penalty=0"]
 
-# Label smoothing and mirroring set explicitly on every row, so each row means
-# the same whatever the recipe config holds.
+# Inputs, label smoothing and mirroring set explicitly on every row, so each
+# row means the same whatever the recipe config holds.
 _SMOOTH, _NO_SMOOTH = ["train.label_smoothing=0.1"], ["train.label_smoothing=0"]
 _MIRROR, _NO_MIRROR = ["train.augment.mirror=0.5"], ["train.augment.mirror=0"]
 _PLAIN = _NO_SMOOTH + _NO_MIRROR
 
 # (name, what the row changes, overrides on top of configs/wlasl100_attention.yaml). Rows 1-4
-# build up the BiLSTM, rows 5-9 the attention encoder up to the recipe; the rest
-# each change one thing of row 7.
-RECIPE = "attn-smooth-mirror"  # the row that is the config as it is
+# build up the BiLSTM, rows 5-9 the attention encoder up to the first recipe;
+# the rest each change one thing of row 7 or 9. Row 13 is the recipe now.
+RECIPE = "recipe-bones"  # the row that is the config as it is
+FIRST_RECIPE = "attn-smooth-mirror"  # the recipe before finger bones; rows 15-16 combine its models
 ROWS: list[tuple[str, str, list[str]]] = [
     ("lstm-phono", "BiLSTM 128x2 on the 36-D phonological features, no augmentation, no blank penalty",
      _LSTM + _PHONO + _NO_AUG + _NO_PENALTY + _PLAIN),
     ("lstm-penalty", "+ blank penalty 0.1", _LSTM + _PHONO + _NO_AUG + _PLAIN),
-    ("lstm-rich", "+ rich inputs (masks, wrist-relative hands, pose, velocities)", _LSTM + _NO_AUG + _PLAIN),
-    ("lstm-aug", "+ augmentation (speed, frame drop, rotation, scale, shear, noise)", _LSTM + _PLAIN),
+    ("lstm-rich", "+ rich inputs (masks, wrist-relative hands, pose, velocities)", _LSTM + _RICH + _NO_AUG + _PLAIN),
+    ("lstm-aug", "+ augmentation (speed, frame drop, rotation, scale, shear, noise)", _LSTM + _RICH + _PLAIN),
     ("attn-base", "row 2 with the attention encoder (3 layers) instead of the BiLSTM", _PHONO + _NO_AUG + _PLAIN),
-    ("attn-no-aug", "+ rich inputs", _NO_AUG + _PLAIN),
-    ("attention", "+ augmentation", _PLAIN),
-    ("attn-smooth", "+ label smoothing 0.1", _SMOOTH + _NO_MIRROR),
-    ("attn-smooth-mirror", "+ mirror augmentation (p=0.5)", _SMOOTH + _MIRROR),
+    ("attn-no-aug", "+ rich inputs", _RICH + _NO_AUG + _PLAIN),
+    ("attention", "+ augmentation", _RICH + _PLAIN),
+    ("attn-smooth", "+ label smoothing 0.1", _RICH + _SMOOTH + _NO_MIRROR),
+    ("attn-smooth-mirror", "+ mirror augmentation (p=0.5), the recipe until row 13", _RICH + _SMOOTH + _MIRROR),
     ("attn-phono", "row 7 without the rich inputs (phonological features only)", _PHONO + _PLAIN),
-    ("attn-mirror", "row 7 + mirror augmentation (p=0.5)", _NO_SMOOTH + _MIRROR),
-    ("attn-bones", "row 7 + finger bone directions (input block `bones`)",
-     ["features.inputs=[phono,masks,hands,pose,velocity,bones]"] + _PLAIN),
-    ("recipe-bones", "recipe (row 9) + finger bone directions",
-     ["features.inputs=[phono,masks,hands,pose,velocity,bones]"] + _SMOOTH + _MIRROR),
+    ("attn-mirror", "row 7 + mirror augmentation (p=0.5)", _RICH + _NO_SMOOTH + _MIRROR),
+    ("attn-bones", "row 7 + finger bone directions (input block `bones`)", _BONES + _PLAIN),
+    ("recipe-bones", "row 9 + finger bone directions", _BONES + _SMOOTH + _MIRROR),
     ("attn-curriculum", "row 7 + vocabulary curriculum 10 -> 50 -> 100 (5 epochs each)",
-     ["train.curriculum=[10,50]", "train.curriculum_epochs=5"] + _PLAIN),
+     _RICH + ["train.curriculum=[10,50]", "train.curriculum_epochs=5"] + _PLAIN),
 ]
 
 
@@ -118,11 +119,12 @@ def table(run_dir: Path, seeds: list[int], epochs: int | None, features: str) ->
 
 
 def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> list[str]:
-    """The recipe's checkpoints combined at inference: a seed ensemble, and test-time speeds."""
+    """Row 9's checkpoints combined at inference: a seed ensemble, and test-time speeds."""
     from asl_ray.checkpoint import latest_checkpoint, load_checkpoint
     from asl_ray.evaluation import evaluate_ensemble
 
-    runs = [run_dir / f"{RECIPE}-s{s}" for s in seeds if (run_dir / f"{RECIPE}-s{s}" / "best_checkpoint.txt").is_file()]
+    runs = [run_dir / f"{FIRST_RECIPE}-s{s}" for s in seeds
+            if (run_dir / f"{FIRST_RECIPE}-s{s}" / "best_checkpoint.txt").is_file()]
     if not runs:
         return []
     used = ",".join(r.name.rsplit("-s", 1)[1] for r in runs)
@@ -139,8 +141,8 @@ def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> l
             out.append(f"{_mean([x['top1'] for x in m])} / {_mean([x['top5'] for x in m])}")
         return " | ".join(out)
 
-    return [f"| {n + 1} | recipe, test-time speeds 0.9 / 1 / 1.1 averaged | {used} | {cell((0.9, 1.0, 1.1), False)} |",
-            f"| {n + 2} | recipe, ensemble of the {len(runs)} seeds' models (posteriors averaged) | {used} | "
+    return [f"| {n + 1} | row 9, test-time speeds 0.9 / 1 / 1.1 averaged | {used} | {cell((0.9, 1.0, 1.1), False)} |",
+            f"| {n + 2} | row 9, ensemble of the {len(runs)} seeds' models (posteriors averaged) | {used} | "
             f"{cell((1.0,), True)} |"]
 
 

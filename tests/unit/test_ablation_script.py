@@ -45,3 +45,16 @@ def test_every_row_is_a_valid_config() -> None:
     assert len(set(names)) == len(names) and ab.RECIPE in names
     for _, _, overrides in ab.ROWS:
         load_config(ab.CONFIG, overrides)
+
+
+def test_the_recipe_row_is_the_config_as_it_is_and_no_row_depends_on_it() -> None:
+    """Each row states its inputs, smoothing and mirroring, so shipping a new
+    recipe in the config file changes no row's meaning."""
+    from asl_ray.config import load_config
+
+    ab = _script()
+    recipe = dict((name, o) for name, _, o in ab.ROWS)[ab.RECIPE]
+    assert load_config(ab.CONFIG, recipe) == load_config(ab.CONFIG, [])
+    for name, _, overrides in ab.ROWS:
+        keys = {o.split("=", 1)[0] for o in overrides}
+        assert {"features.inputs", "train.label_smoothing", "train.augment.mirror"} <= keys, name
