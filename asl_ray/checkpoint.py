@@ -101,12 +101,12 @@ def epochs_done(checkpoint: str) -> int:
         return 0
 
 
-def resume_point(resume_from: str | None, run_location: str, reported: str | None = None) -> str | None:
+def resume_point(resume_from: str | None, run_location: str, handed: str | None = None) -> str | None:
     """Where a (re)starting training worker continues: the most advanced of
-    ``resume_from``, the checkpoint Ray Train handed it (``reported``, if any)
+    ``resume_from``, the checkpoint Ray Train handed it (``handed``, if any)
     and the latest complete checkpoint of its run folder (which, after a
     failure, holds what this run has done since)."""
-    candidates = [c for c in (resume_from, reported, latest_checkpoint(run_location)) if c]
+    candidates = [c for c in (resume_from, handed, latest_checkpoint(run_location)) if c]
     return max(candidates, key=epochs_done) if candidates else None
 
 

@@ -227,7 +227,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             # Wall clock of the run's first training step (benchmarks/scale.py reads it from the history).
             metrics["first_step_time"] = st.history[-1]["first_step_time"] = first_step[0]
             first_step.append(0.0)
-        reported.append(int(metrics["epoch"]))
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
@@ -257,10 +256,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 shutil.copy(confusion, Path(tmp) / "val_confusion.npy")
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    reported: list[int] = []
+    start_epoch = state.epoch
     fit(state, cfg.train, train_batches, data.val, num_classes, device, on_epoch_end,
         amp=device.type == "cuda", reduce=all_reduce_metrics(device))
-    if not reported and loaded is not None and state.history:
+    if state.epoch == start_epoch and loaded is not None and state.history:
         # Every epoch was done before this start: a run (or tune trial) whose
         # driver died after its workers wrote the last checkpoint. Report that
         # epoch again, checkpoint included, so Ray Train and Tune get the

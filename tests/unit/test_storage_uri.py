@@ -148,6 +148,6 @@ def test_a_restarted_worker_resumes_from_the_most_advanced_checkpoint(s3_bucket:
     assert resume_point(start, run) == join(run, "checkpoint_b")  # after a failure: what this run has done
     assert resume_point(None, run) == join(run, "checkpoint_b")
     # The checkpoint Ray Train hands over can trail the run folder's latest, or lead it.
-    assert resume_point(None, run, reported=start) == join(run, "checkpoint_b")
+    assert resume_point(None, run, handed=start) == join(run, "checkpoint_b")
     ahead = str(_checkpoint(tmp_path / "c", [0.1, 0.2, 0.3, 0.4], cfg))
-    assert resume_point(start, run, reported=ahead) == ahead
+    assert resume_point(start, run, handed=ahead) == ahead
