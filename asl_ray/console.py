@@ -144,3 +144,50 @@ def quiet_ray() -> None:
     # Ray's error-channel listener thread prints through this module function
     # (looked up at each call): its messages become our one-line notices.
     ray_worker.print_to_stdstream = ray_notice
+    absorb_actor_restart_notice()
+
+
+class _Probe:
+    def __init__(self, blob: Any) -> None:
+        pass
+
+
+def absorb_actor_restart_notice() -> None:
+    """Spend, into Ray's log folder, the one notice Ray's C++ driver writes to
+    fd 2 past every Python filter.
+
+    Creating an actor that may restart (``max_restarts != 0``) with a
+    constructor argument held in the object store makes Ray's core worker log
+    "has constructor arguments in the object store and max_restarts > 0" at
+    ERROR (ray-project/ray#53727). Ray Data's actor pools (extraction) create
+    such actors, some runs and not others, and the line is a caution about
+    restarts after the driver is gone, not a failure. Ray logs it once per
+    process (``RAY_LOG_ONCE_PER_PROCESS``), so we trigger it here with fd 2
+    pointed at ``<ray logs>/asl-ray-driver.err``, and the line is there
+    instead of on the user's terminal. The probe actor needs no CPU and is
+    killed at once.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import ray
+
+    try:
+        node: Any = ray._private.worker._global_node
+        logs = Path(node.get_logs_dir_path())
+    except Exception:  # noqa: BLE001 - any Ray without a local node: a temp folder will do
+        logs = Path(tempfile.gettempdir())
+    logs.mkdir(parents=True, exist_ok=True)
+    blob = ray.put(np.zeros(256 * 1024, np.uint8))  # past the 100 KiB inline limit: passed by reference
+    probe_cls = ray.remote(num_cpus=0, max_restarts=1)(_Probe)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(logs / "asl-ray-driver.err", "ab") as sink:
+            os.dup2(sink.fileno(), 2)
+            probe = probe_cls.remote(blob)  # the notice is logged here, in this call
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    ray.kill(probe)  # type: ignore[arg-type]

@@ -3,6 +3,10 @@ dashboard bound to loopback only."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import ray
 
 from asl_ray.config import RayConfig
@@ -21,3 +25,45 @@ def test_local_ray_uses_configured_cpus_and_loopback_dashboard() -> None:
         assert url.startswith("127.0.0.1:"), url
     finally:
         ray.shutdown()
+
+
+PROBE = """
+import numpy as np, ray
+from asl_ray.config import RayConfig
+from asl_ray.raylocal import init_ray
+
+init_ray(RayConfig(num_cpus=1, include_dashboard=False))
+
+@ray.remote(num_cpus=0, max_restarts=2)
+class Holder:
+    def __init__(self, blob):
+        self.n = len(blob)
+
+    def size(self):
+        return self.n
+
+# What a Ray Data actor pool does: a restartable actor whose constructor
+# argument lives in the object store.
+h = Holder.remote(ray.put(np.zeros(300_000, np.uint8)))
+print("size", ray.get(h.size.remote()))
+ray.shutdown()
+"""
+
+
+def _run_probe(verbose: bool) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ASL_RAY_VERBOSE": "1" if verbose else "0"}
+    return subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=180,
+                          check=True)
+
+
+def test_rays_once_per_process_actor_notice_stays_off_the_terminal() -> None:
+    """Ray's C++ driver writes "constructor arguments in the object store" to
+    fd 2 directly; quiet mode spends it into Ray's log folder beforehand. The
+    verbose run shows the notice is real (and that this test can fail)."""
+    loud = _run_probe(verbose=True)
+    assert "size 300000" in loud.stdout
+    assert "constructor arguments in the object store" in loud.stderr
+    quiet = _run_probe(verbose=False)
+    assert "size 300000" in quiet.stdout
+    assert "constructor arguments in the object store" not in quiet.stdout + quiet.stderr
+    assert quiet.stderr.strip() == "", quiet.stderr
