@@ -32,8 +32,16 @@ def build_model(cfg: Config, num_classes: int) -> SignModel:
     m = cfg.model
     return SignModel(
         input_size(cfg.features.inputs), num_classes + 1, m.hidden_size, m.num_layers, m.dropout,
-        m.bidirectional, m.encoder, m.attention_heads, cfg.features.max_frames, m.lstm_mode,
+        m.bidirectional, m.encoder, m.attention_heads, max_positions(cfg), m.lstm_mode,
+        aux_head=cfg.train.aux_weight > 0,
     )
+
+
+def max_positions(cfg: Config) -> int:
+    """Frames the attention encoder has positions for: a clip's ``max_frames``,
+    times the longest sentence when the run trains or scores sentences."""
+    s = cfg.train.sentences
+    return cfg.features.max_frames * (s.max_clips if s.used else 1)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

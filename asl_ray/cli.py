@@ -266,17 +266,23 @@ def _speeds(text: str | None) -> tuple[float, ...]:
 @click.option("--out", default=None, metavar="PATH|URI",
               help="Folder for confusion_matrix.png and per_class.csv (default: next to the first checkpoint).")
 @click.option("--show", default=15, show_default=True, help="How many of the worst glosses to print.")
+@click.option("--sentences", default=0, show_default=True, metavar="N",
+              help="Also score N seeded sentences of 2-5 clips of the split (continuous signing): word error "
+              "rate with greedy and beam-search decoding.")
 def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, features_dir: str | None,
-             out: str | None, show: int) -> None:
-    """Top-1, top-5, mean per-class accuracy and a per-class table of a checkpoint (or an ensemble)."""
+             out: str | None, show: int, sentences: int) -> None:
+    """Top-1, top-5, mean per-class accuracy and a per-class table of a checkpoint (or an ensemble);
+    with --sentences N, the word error rate on sentences made of the split's clips."""
     import tempfile
 
     from asl_ray.checkpoint import load_checkpoint, resolve_checkpoint
-    from asl_ray.evaluation import evaluate_checkpoint, evaluate_ensemble
+    from asl_ray.evaluation import evaluate_checkpoint, evaluate_ensemble, evaluate_sentences
     from asl_ray.plots import confusion_matrix
     from asl_ray.storage import join, put_file, write_text
 
     speeds = _speeds(tta_speeds)
+    if sentences < 0:
+        raise click.BadParameter(f"{sentences}: expected a count >= 0", param_hint="--sentences")
     cks = [load_checkpoint(c) for c in checkpoints]
     single = len(cks) == 1 and speeds == (1.0,)
     ev = evaluate_checkpoint(cks[0], split, features_dir) if single else evaluate_ensemble(
@@ -305,6 +311,12 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
                                         f"{split} confusion{what.replace(' | ', ', ')}"),
                        join(where, "confusion_matrix.png"))
     click.echo(f"wrote {csv} and {png}")
+    if sentences:
+        se = evaluate_sentences(cks[0], split, sentences, features_dir=features_dir)
+        click.echo(f"{split} sentences: {se.sentences} of 2-5 clips, {se.glosses} glosses | WER greedy "
+                   f"{se.wer_greedy:.1%}, beam {se.wer_beam:.1%}" + ("" if single else " (first checkpoint)"))
+        for ref, g, b in se.examples:
+            click.echo(f"  {' '.join(ref):<40} greedy: {' '.join(g) or '-'} | beam: {' '.join(b) or '-'}")
 
 
 @main.command(epilog=EPILOG)
@@ -312,7 +324,8 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-k", "--top", default=5, show_default=True, help="How many glosses to show per video.")
 def predict(checkpoint: str, videos: tuple[Path, ...], top: int) -> None:
-    """Top-k glosses with probabilities for each VIDEO (extracted like the dataset)."""
+    """Top-k glosses with probabilities for each VIDEO (extracted like the dataset), and the
+    gloss sequence CTC decodes from it (several signs), each gloss with its video frames."""
     from asl_ray.checkpoint import load_checkpoint
     from asl_ray.evaluation import predict_videos
 
@@ -324,6 +337,8 @@ def predict(checkpoint: str, videos: tuple[Path, ...], top: int) -> None:
         click.echo(f"{p.video} ({p.frames} frames, a hand in {p.hands_found:.0%} of them):")
         for gloss, prob in p.top:
             click.echo(f"  {gloss:<16} {prob:6.1%}")
+        seq = ", ".join(f"{g} [frames {a}-{b}]" for g, a, b in p.sequence)
+        click.echo(f"  sequence: {seq or '- (nothing decoded: every frame blank)'}")
 
 
 if __name__ == "__main__":

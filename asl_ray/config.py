@@ -146,6 +146,32 @@ class AugmentConfig(_Section):
     mirror: float = Field(0.0, ge=0, le=1, description="probability of a left/right mirror")
 
 
+class SentencesConfig(_Section):
+    """Continuous signing made from isolated clips (asl_ray/continuous/sentences.py)."""
+
+    share: float = Field(0.0, ge=0, le=1, description="share of each training batch's clips joined into "
+                         "sentences with multi-gloss CTC targets (0 = isolated clips only; ingest=ray_data)")
+    min_clips: int = Field(2, ge=2, description="clips per sentence, at least")
+    max_clips: int = Field(5, ge=2, description="clips per sentence, at most")
+    gap: int = Field(4, ge=0, description="interpolated transition frames between two clips")
+    keep_rest: int = Field(2, ge=0, description="rest frames (no hand) kept at each end of a clip")
+    fps: float = Field(25.0, gt=0, description="frame rate every clip is resampled to before joining")
+    val: int = Field(0, ge=0, description="seeded val sentences scored every epoch (WER greedy and beam); "
+                     "built from the first val clips, none of them in training")
+    val_seed: int = Field(0, description="seed of the val sentences")
+    beam_size: int = Field(16, gt=0, description="beam width of the CTC prefix beam search")
+
+    @model_validator(mode="after")
+    def _clip_range(self) -> SentencesConfig:
+        if self.min_clips > self.max_clips:
+            raise ValueError(f"train.sentences.min_clips={self.min_clips} > max_clips={self.max_clips}")
+        return self
+
+    @property
+    def used(self) -> bool:
+        return self.share > 0 or self.val > 0
+
+
 class TrainConfig(_Section):
     """Optimisation, vocabulary, checkpoints and scaling of a training run."""
 
@@ -160,6 +186,14 @@ class TrainConfig(_Section):
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="weight of the uniform target over the gloss posterior (isolated signs)"
     )
+    peak_weight: float = Field(
+        0.0, ge=0, description="weight of the peak loss: on its best frame each target gloss must beat blank and "
+        "every other gloss by train.peak_margin (what greedy decoding needs; losses.py)")
+    peak_margin: float = Field(1.0, gt=0, description="log-probability margin of the peak loss")
+    aux_weight: float = Field(
+        0.0, ge=0, description="multi-task: weight of a gloss classifier's cross-entropy on the pooled encoder "
+        "(isolated clips)")
+    sentences: SentencesConfig = SentencesConfig()
     schedule: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(1, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
@@ -194,6 +228,12 @@ class TrainConfig(_Section):
     max_failures: int = Field(2, ge=-1, description="worker failures to recover from the last checkpoint")
     resume_from: str | None = Field(None, description="checkpoint folder to continue from")
     checkpoints_to_keep: int = Field(2, gt=0)
+
+    @model_validator(mode="after")
+    def _sentences_need_ray_data(self) -> TrainConfig:
+        if self.sentences.used and self.ingest != "ray_data":
+            raise ValueError("train.sentences needs train.ingest=ray_data (sentences are built by Ray Data)")
+        return self
 
 
 class TrackingConfig(_Section):

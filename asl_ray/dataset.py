@@ -120,16 +120,25 @@ def _samples(table: pa.Table, vocab: Vocabulary, max_frames: int, splits: tuple[
     return out, dropped
 
 
-def prepare_inputs(landmarks: np.ndarray, fps: float | None, features: FeaturesConfig,
-                   standardizer: Standardizer | None, augment_cfg: AugmentConfig | None = None,
-                   rng: np.random.Generator | None = None) -> np.ndarray:
-    """(T, F) model inputs of one sample: augmented when ``augment_cfg`` is given."""
+def prepare_landmarks(landmarks: np.ndarray, fps: float | None, features: FeaturesConfig,
+                      augment_cfg: AugmentConfig | None = None, rng: np.random.Generator | None = None
+                      ) -> tuple[np.ndarray, float]:
+    """One clip's landmarks and frame rate as the model sees them: capped at
+    ``max_frames``, augmented when ``augment_cfg`` is given."""
     lm, fps = resample(landmarks, fps, features.max_frames)
     if augment_cfg is not None and augment_cfg.enabled:
         # A slower speed lengthens the sequence: cap it again, since the
         # attention encoder has positions for max_frames only. (The speed
         # change itself keeps the frame rate: it plays a faster or slower signer.)
         lm, fps = resample(augment(lm, augment_cfg, rng or np.random.default_rng()), fps, features.max_frames)
+    return lm, fps
+
+
+def prepare_inputs(landmarks: np.ndarray, fps: float | None, features: FeaturesConfig,
+                   standardizer: Standardizer | None, augment_cfg: AugmentConfig | None = None,
+                   rng: np.random.Generator | None = None) -> np.ndarray:
+    """(T, F) model inputs of one sample: augmented when ``augment_cfg`` is given."""
+    lm, fps = prepare_landmarks(landmarks, fps, features, augment_cfg, rng)
     x = build_inputs(lm, fps, features.inputs)
     return standardizer(x) if standardizer is not None else x
 
@@ -169,15 +178,33 @@ class SignDataset(Dataset):
         return torch.from_numpy(self.inputs(i)), self.samples[i].label
 
 
-def pad_batch(xs: Sequence[np.ndarray | torch.Tensor], labels: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence; one-gloss CTC targets (concatenated form)."""
+def pad_batch(xs: Sequence[np.ndarray | torch.Tensor], labels: Sequence[int] | np.ndarray,
+              targets: Sequence[Sequence[int]] | None = None,
+              spans: Sequence[Sequence[tuple[int, int]]] | None = None) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence; CTC targets in concatenated form.
+
+    Isolated clips: ``labels`` are their gloss ids and the targets one gloss
+    each. Sentences (asl_ray/continuous): label 0, ``targets`` their gloss
+    ids, ``spans`` each gloss's [start, end) frames (batch key ``spans``,
+    (B, L, 2), -1 padding; an isolated clip's span is all its frames).
+    """
     lengths = np.array([x.shape[0] for x in xs], np.int64)
     x = np.zeros((len(xs), int(lengths.max()), xs[0].shape[1]), np.float32)
     for i, seq in enumerate(xs):
         x[i, : seq.shape[0]] = seq.numpy() if isinstance(seq, torch.Tensor) else seq
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    return {"x": torch.from_numpy(x), "lengths": torch.from_numpy(lengths), "labels": y, "targets": y.clone(),
-            "target_lengths": torch.ones_like(y)}
+    batch = {"x": torch.from_numpy(x), "lengths": torch.from_numpy(lengths), "labels": y}
+    if targets is None:
+        return {**batch, "targets": y.clone(), "target_lengths": torch.ones_like(y)}
+    seqs = [list(t) if lab == 0 else [int(lab)] for t, lab in zip(targets, y.tolist(), strict=True)]
+    width = max(len(t) for t in seqs)
+    span = np.full((len(seqs), width, 2), -1, np.int64)
+    for i, t in enumerate(seqs):
+        given = spans[i] if spans is not None and y[i] == 0 else [(0, int(lengths[i]))]
+        span[i, :len(t)] = np.asarray(given, np.int64).reshape(-1, 2)
+    return {**batch, "targets": torch.tensor([g for t in seqs for g in t], dtype=torch.long),
+            "target_lengths": torch.tensor([len(t) for t in seqs], dtype=torch.long),
+            "spans": torch.from_numpy(span)}
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor]:

@@ -18,7 +18,9 @@ posterior over glosses that ``predict`` prints.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,12 +86,32 @@ class MetricAccumulator:
     frames: int = 0
     loss_sum: float = 0.0
     samples: int = 0
+    sentences: int = 0  # multi-gloss rows (label 0): scored by word error rate
+    sentence_glosses: int = 0
+    greedy_edits: int = 0
+    beam_sentences: int = 0
+    beam_edits: int = 0
 
     def __post_init__(self) -> None:
         if self.counts.shape != (self.num_classes, self.num_classes):
             self.counts = np.zeros((self.num_classes, self.num_classes), np.int64)
 
-    def add(self, log_probs: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, loss: float) -> None:
+    def add(self, log_probs: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, loss: float,
+            targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None,
+            beam: Callable[[np.ndarray], Any] | None = None) -> None:
+        """A batch: isolated clips (label ≥ 1) into the ranking metrics, sentences
+        (label 0, ``targets``) into the word error rate, greedy and (given a
+        ``beam`` decoder) beam search."""
+        iso = (labels > 0).cpu()
+        if bool((~iso).any()):
+            assert targets is not None and target_lengths is not None, "sentences need their targets"
+            self._add_sentences(log_probs[~iso.to(log_probs.device)], lengths[~iso.to(lengths.device)],
+                                _split_targets(targets, target_lengths, ~iso), beam)
+        if not bool(iso.any()):
+            return
+        if not bool(iso.all()):
+            keep = iso.to(log_probs.device)
+            log_probs, lengths, labels = log_probs[keep], lengths[iso.to(lengths.device)], labels[iso]
         scores = single_label_scores(log_probs, lengths).cpu().numpy()
         y = labels.cpu().numpy() - 1  # class ids 1..V -> columns 0..V-1
         np.add.at(self.counts, (y, scores.argmax(1)), 1)
@@ -104,12 +126,31 @@ class MetricAccumulator:
         self.loss_sum += loss * len(y)
         self.samples += len(y)
 
+    def _add_sentences(self, log_probs: torch.Tensor, lengths: torch.Tensor, refs: list[list[int]],
+                       beam: Callable[[np.ndarray], Any] | None) -> None:
+        from asl_ray.continuous.wer import edits
+
+        self.sentences += len(refs)
+        self.sentence_glosses += sum(len(r) for r in refs)
+        for ref, hyp in zip(refs, greedy_decode(log_probs, lengths), strict=True):
+            self.greedy_edits += edits(ref, hyp).total
+        if beam is not None:
+            lp = log_probs.detach().float().cpu().numpy()
+            for i, ref in enumerate(refs):
+                self.beam_edits += edits(ref, beam(lp[i, :int(lengths[i])]).glosses).total
+            self.beam_sentences += len(refs)
+
     def compute(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.sentences:
+            out["wer_greedy"] = self.greedy_edits / max(self.sentence_glosses, 1)
+            if self.beam_sentences:
+                out["wer_beam"] = self.beam_edits / max(self.sentence_glosses, 1)
         if not self.samples:
-            return {}
+            return out
         per_class = self.counts.sum(1)
         seen = per_class > 0
-        return {
+        return out | {
             "loss": self.loss_sum / self.samples,
             "top1": float(np.trace(self.counts)) / self.samples,
             "top5": self.top5_hits / self.samples,
@@ -121,7 +162,8 @@ class MetricAccumulator:
     def confusion(self) -> np.ndarray:
         return self.counts
 
-    _SCALARS = ("top5_hits", "greedy_hits", "blank", "frames", "loss_sum", "samples")
+    _SCALARS = ("top5_hits", "greedy_hits", "blank", "frames", "loss_sum", "samples", "sentences",
+                "sentence_glosses", "greedy_edits", "beam_sentences", "beam_edits")
 
     def to_vector(self) -> np.ndarray:
         """Everything as one float64 vector (exact for counts below 2**53), for an all-reduce."""
@@ -138,6 +180,14 @@ class MetricAccumulator:
 
     def merge(self, other: MetricAccumulator) -> MetricAccumulator:
         return MetricAccumulator.from_vector(self.num_classes, self.to_vector() + other.to_vector())
+
+
+def _split_targets(targets: torch.Tensor, target_lengths: torch.Tensor, rows: torch.Tensor) -> list[list[int]]:
+    """The concatenated targets of the selected rows, one list per row."""
+    ends = torch.cumsum(target_lengths.cpu(), 0).tolist()
+    flat = targets.cpu().tolist()
+    return [flat[e - n:e] for e, n, keep in zip(ends, target_lengths.cpu().tolist(), rows.tolist(), strict=True)
+            if keep]
 
 
 def ranking_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from asl_ray.augment import change_speed
 from asl_ray.checkpoint import LoadedCheckpoint
+from asl_ray.continuous.decoding import greedy
 from asl_ray.dataset import Sample, SignDataset, collate, split_samples
 from asl_ray.decode import MetricAccumulator, confusion, ranking_metrics, single_label_scores
 from asl_ray.duplicates import usable_rows
@@ -113,11 +114,59 @@ def per_class_table(cm: np.ndarray, names: tuple[str, ...]) -> list[tuple[str, i
 
 
 @dataclass
+class SentenceEvaluation:
+    split: str
+    sentences: int
+    glosses: int
+    wer_greedy: float
+    wer_beam: float
+    examples: list[tuple[list[str], list[str], list[str]]]  # reference, greedy, beam
+
+
+def evaluate_sentences(ck: LoadedCheckpoint, split: str, count: int, seed: int | None = None,
+                       features_dir: str | None = None, examples: int = 5) -> SentenceEvaluation:
+    """Word error rate on ``count`` seeded sentences of ``split``'s clips
+    (``train.sentences`` settings of the checkpoint, seed ``val_seed`` unless given)."""
+    from asl_ray.continuous.decoding import BeamDecoder
+    from asl_ray.continuous.sentences import sentence_plan
+    from asl_ray.continuous.wer import edits
+    from asl_ray.ingest import sentence_inputs
+
+    table, _ = usable_rows(read_features(features_dir or ck.cfg.extract.output_dir), ck.cfg.data.duplicates)
+    samples = _split_samples(ck, table, split)
+    s = ck.cfg.train.sentences
+    if len(samples) < s.min_clips:
+        raise UserError(f"{len(samples)} {split} clips cannot make a sentence of {s.min_clips}")
+    plan = sentence_plan(len(samples), count, s.val_seed if seed is None else seed, s.min_clips, s.max_clips)
+    beam = BeamDecoder(ck.vocab.num_glosses, s.beam_size)
+    cap = getattr(ck.model, "max_positions", None) or 10**9
+    names = ck.vocab.glosses
+    ck.model.eval()
+    words = greedy_edits = beam_edits = 0
+    shown: list[tuple[list[str], list[str], list[str]]] = []
+    for group in plan:
+        clips = [(samples[i].landmarks, samples[i].fps) for i in group]
+        x, _ = sentence_inputs(clips, ck.cfg.features, ck.standardizer, s, cap)
+        with torch.no_grad():
+            lp = ck.model(torch.from_numpy(x)[None], torch.tensor([len(x)]))[0].numpy()
+        ref = [samples[i].label for i in group]
+        g, b = greedy(lp).glosses, beam(lp).glosses
+        words += len(ref)
+        greedy_edits += edits(ref, g).total
+        beam_edits += edits(ref, b).total
+        if len(shown) < examples:
+            shown.append(([names[i - 1] for i in ref], [names[i - 1] for i in g], [names[i - 1] for i in b]))
+    return SentenceEvaluation(split, len(plan), words, greedy_edits / max(words, 1), beam_edits / max(words, 1),
+                              shown)
+
+
+@dataclass
 class Prediction:
     video: str
     top: list[tuple[str, float]]
     frames: int
     hands_found: float
+    sequence: list[tuple[str, int, int]]  # beam-decoded glosses with their first and last video frame
 
 
 def predict_landmarks(ck: LoadedCheckpoint, landmarks: np.ndarray, fps: float | None, k: int = 5
@@ -131,6 +180,26 @@ def predict_landmarks(ck: LoadedCheckpoint, landmarks: np.ndarray, fps: float | 
     probs = torch.softmax(single_label_scores(lp, torch.tensor([x.shape[1]]))[0], 0).numpy()
     order = np.argsort(-probs)[:k]
     return [(ck.vocab.glosses[i], float(probs[i])) for i in order]
+
+
+def decode_sequence(ck: LoadedCheckpoint, landmarks: np.ndarray, fps: float | None) -> list[tuple[str, int, int]]:
+    """The gloss sequence of a video that may hold several signs (CTC beam
+    search), each with the video frames of its CTC span."""
+    from asl_ray.continuous.decoding import BeamDecoder
+
+    t = landmarks.shape[0]
+    cap = getattr(ck.model, "max_positions", None) or t
+    lm, fps = resample(landmarks, fps, cap)
+    x = torch.from_numpy(ck.standardizer(build_inputs(lm, fps, ck.cfg.features.inputs)))[None]
+    ck.model.eval()
+    with torch.no_grad():
+        lp = ck.model(x, torch.tensor([x.shape[1]]))[0].numpy()
+    d = BeamDecoder(ck.vocab.num_glosses, ck.cfg.train.sentences.beam_size)(lp)
+    # Frame i of the model's input is video frame round(i·(t-1)/(n-1)) (resample's uniform subsampling).
+    n = x.shape[1]
+    scale = (t - 1) / max(n - 1, 1)
+    return [(ck.vocab.glosses[g - 1], int(round(a * scale)), int(round(b * scale)))
+            for g, (a, b) in zip(d.glosses, d.spans, strict=True)]
 
 
 def predict_videos(ck: LoadedCheckpoint, videos: list[Path], k: int = 5) -> list[Prediction | str]:
@@ -150,7 +219,7 @@ def predict_videos(ck: LoadedCheckpoint, videos: list[Path], k: int = 5) -> list
         arr = sample_arrays(row)
         hands = float((arr.left_mask | arr.right_mask).mean())
         out.append(Prediction(str(video), predict_landmarks(ck, arr.landmarks, row["fps"], k), row["num_frames"],
-                              hands))
+                              hands, decode_sequence(ck, arr.landmarks, row["fps"])))
     return out
 
 

@@ -26,7 +26,7 @@ tested without a cluster.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,8 +34,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from asl_ray.config import AugmentConfig, Config, FeaturesConfig
-from asl_ray.dataset import landmark_views, length_batches, list_buffer, pad_batch, prepare_inputs
+from asl_ray.config import AugmentConfig, Config, FeaturesConfig, SentencesConfig
+from asl_ray.continuous.sentences import group_sizes, join_clips, sentence_plan
+from asl_ray.dataset import (
+    landmark_views,
+    length_batches,
+    list_buffer,
+    pad_batch,
+    prepare_inputs,
+    prepare_landmarks,
+)
 from asl_ray.inputs import Standardizer, StandardizerSums, build_inputs, input_size, resample
 from asl_ray.loop import Batch, BatchSource
 from asl_ray.schema import STATUS_OK
@@ -60,26 +68,99 @@ def _rows(table: pa.Table, vocab: Vocabulary) -> tuple[list[np.ndarray], np.ndar
 
 
 def prepare_table(table: pa.Table, features: FeaturesConfig, standardizer: Standardizer, vocab: Vocabulary,
-                  augment_cfg: AugmentConfig | None = None, seed: int = 0) -> pa.Table:
-    """Feature rows -> model-input rows ``x`` (T·F float32, row-major), ``frames`` (T), ``label``.
+                  augment_cfg: AugmentConfig | None = None, seed: int = 0,
+                  sentences: SentencesConfig | None = None) -> pa.Table:
+    """Feature rows -> model-input rows ``x`` (T·F float32, row-major), ``frames`` (T),
+    ``label``, ``targets`` (gloss ids) and ``spans`` (their [start, end) frames, flat).
 
     Rows outside the vocabulary are dropped. With ``augment_cfg`` each row's
     augmentation draws from a generator seeded by ``seed`` and the row's
-    ``aug_seed`` value.
+    ``aug_seed`` value. With ``sentences.share`` > 0 that share of the rows is
+    joined into sentences of 2-5 clips (label 0, several targets); the batch
+    comes from one split, so a sentence never mixes splits.
     """
+    if sentences is not None and sentences.share > 0 and "split" in table.column_names:
+        splits = set(table.column("split").to_pylist())
+        if len(splits) > 1:
+            raise ValueError(f"sentences must come from one split, got rows of {sorted(splits)}")
     views, labels, fps, seeds = _rows(table, vocab)
-    xs = []
-    for lm, f, u in zip(views, fps, seeds, strict=True):
-        rng = np.random.default_rng([seed, int(u * 2**53)]) if augment_cfg is not None else None
-        xs.append(prepare_inputs(lm, f, features, standardizer, augment_cfg, rng).ravel())
-    frames = np.array([len(x) for x in xs], np.int64) // max(_width(features), 1)
+    rngs = [np.random.default_rng([seed, int(u * 2**53)]) if augment_cfg is not None else None for u in seeds]
+    groups: list[list[int]] = [[i] for i in range(len(views))]
+    if sentences is not None and sentences.share > 0 and len(views) >= sentences.min_clips:
+        rng = np.random.default_rng([seed, *(int(u * 2**53) for u in seeds[:4])])
+        chosen = rng.permutation(len(views))[: int(round(sentences.share * len(views)))]
+        sizes = group_sizes(len(chosen), rng, sentences.min_clips, sentences.max_clips)
+        joined = {int(i) for i in chosen[: sum(sizes)]}
+        groups = [[i] for i in range(len(views)) if i not in joined]
+        at = 0
+        for k in sizes:
+            groups.append([int(i) for i in chosen[at:at + k]])
+            at += k
+    xs, out_labels, targets, spans = [], [], [], []
+    for group in groups:
+        if len(group) == 1:
+            i = group[0]
+            xs.append(prepare_inputs(views[i], fps[i], features, standardizer, augment_cfg, rngs[i]))
+            out_labels.append(int(labels[i]))
+            targets.append([int(labels[i])])
+            spans.append([0, len(xs[-1])])
+            continue
+        assert sentences is not None
+        clips = [prepare_landmarks(views[i], fps[i], features, augment_cfg, rngs[i]) for i in group]
+        x, clip_spans = sentence_inputs(clips, features, standardizer, sentences)
+        xs.append(x)
+        out_labels.append(0)
+        targets.append([int(labels[i]) for i in group])
+        spans.append([v for sp in clip_spans for v in sp])
+    return _input_rows(xs, out_labels, targets, spans, _width(features))
+
+
+def sentence_inputs(clips: Sequence[tuple[np.ndarray, float | None]], features: FeaturesConfig,
+                    standardizer: Standardizer, s: SentencesConfig, cap: int | None = None
+                    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Model inputs of clips joined into one sentence, and the clips' spans in
+    it; resampled to at most ``cap`` frames (default: the positions of a model
+    trained with these sentences, checkpoint.max_positions)."""
+    lm, clip_spans = join_clips(clips, s.fps, s.gap, s.keep_rest)
+    fps, cap = s.fps, cap or features.max_frames * s.max_clips
+    if len(lm) > cap:
+        scale = (cap - 1) / (len(lm) - 1)
+        lm = lm[np.round(np.linspace(0, len(lm) - 1, cap)).astype(int)]
+        fps *= scale
+        clip_spans = [(int(a * scale), max(int(a * scale) + 1, int(round(b * scale)))) for a, b in clip_spans]
+    return standardizer(build_inputs(lm, fps, features.inputs)), clip_spans
+
+
+def sentence_table(table: pa.Table, features: FeaturesConfig, standardizer: Standardizer, vocab: Vocabulary,
+                   s: SentencesConfig, count: int) -> pa.Table:
+    """``count`` seeded sentences (``s.val_seed``) over the rows of ``table``, one split's clips."""
+    splits = set(table.column("split").to_pylist()) if "split" in table.column_names else set()
+    if len(splits) > 1:
+        raise ValueError(f"sentences must come from one split, got rows of {sorted(splits)}")
+    views, labels, fps, _ = _rows(table, vocab)
+    plan = sentence_plan(len(views), count, s.val_seed, s.min_clips, s.max_clips)
+    xs, targets, spans = [], [], []
+    for group in plan:
+        clips = [prepare_landmarks(views[i], fps[i], features) for i in group]
+        x, clip_spans = sentence_inputs(clips, features, standardizer, s)
+        xs.append(x)
+        targets.append([int(labels[i]) for i in group])
+        spans.append([v for sp in clip_spans for v in sp])
+    return _input_rows(xs, [0] * len(xs), targets, spans, _width(features))
+
+
+def _input_rows(xs: list[np.ndarray], labels: list[int], targets: list[list[int]], spans: list[list[int]],
+                width: int) -> pa.Table:
+    frames = np.array([len(x) for x in xs], np.int64)
     offsets = np.zeros(len(xs) + 1, np.int64)
-    np.cumsum([len(x) for x in xs], out=offsets[1:])
-    flat = np.concatenate(xs) if xs else np.zeros(0, np.float32)
+    np.cumsum([x.size for x in xs], out=offsets[1:])
+    flat = np.concatenate([x.ravel() for x in xs]) if xs else np.zeros(0, np.float32)
     return pa.table({
         "x": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32())),
         "frames": pa.array(frames, pa.int32()),
         "label": pa.array(labels, pa.int64()),
+        "targets": pa.array(targets, pa.list_(pa.int64())),
+        "spans": pa.array(spans, pa.list_(pa.int64())),
     })
 
 
@@ -108,11 +189,14 @@ def shard_batches(batches: Iterable[pa.Table], batch_size: int, width: int, rng:
         labels = chunk.column("label").to_numpy()
         frames = chunk.column("frames").to_numpy()
         values, offsets = list_buffer(chunk.column("x"))
-        keep = np.flatnonzero(labels <= limit) if limit is not None else np.arange(len(labels))
+        targets = chunk.column("targets").to_pylist()
+        spans = [np.asarray(s).reshape(-1, 2).tolist() for s in chunk.column("spans").to_pylist()]
+        top = np.array([max(t) for t in targets]) if targets else labels
+        keep = np.flatnonzero(top <= limit) if limit is not None else np.arange(len(labels))
         for idx in length_batches(frames[keep], batch_size, rng, by_length):
             rows = keep[idx]
             xs = [values[offsets[i]:offsets[i + 1]].reshape(-1, width) for i in rows]
-            yield pad_batch(xs, labels[rows])
+            yield pad_batch(xs, labels[rows], [targets[i] for i in rows], [spans[i] for i in rows])
 
 
 # ----------------------------------------------------------------------------- Ray edge
@@ -157,11 +241,21 @@ def _drop_repeats(table: Any, keeper: Any = None) -> Any:
 
 
 def _prepare_batch(table: pa.Table, features: dict[str, Any], mean: list[float], std: list[float],
-                   glosses: list[str], augment: dict[str, Any] | None, seed: int) -> pa.Table:
+                   glosses: list[str], augment: dict[str, Any] | None, seed: int,
+                   sentences: dict[str, Any] | None = None) -> pa.Table:
     return prepare_table(table, FeaturesConfig.model_validate(features),
                          Standardizer(np.asarray(mean, np.float32), np.asarray(std, np.float32)),
                          Vocabulary(tuple(glosses)),
-                         AugmentConfig.model_validate(augment) if augment is not None else None, seed)
+                         AugmentConfig.model_validate(augment) if augment is not None else None, seed,
+                         SentencesConfig.model_validate(sentences) if sentences is not None else None)
+
+
+def _sentence_batch(table: pa.Table, features: dict[str, Any], mean: list[float], std: list[float],
+                    glosses: list[str], seed: int, sentences: dict[str, Any]) -> pa.Table:
+    s = SentencesConfig.model_validate(sentences)
+    return sentence_table(table, FeaturesConfig.model_validate(features),
+                          Standardizer(np.asarray(mean, np.float32), np.asarray(std, np.float32)),
+                          Vocabulary(tuple(glosses)), s, s.val)
 
 
 def _sums_batch(table: pa.Table, features: dict[str, Any], glosses: list[str]) -> pa.Table:
@@ -202,17 +296,28 @@ def training_datasets(cfg: Config, vocab: Vocabulary, standardizer: Standardizer
     kwargs = {"features": cfg.features.model_dump(mode="json"), "mean": standardizer.mean.tolist(),
               "std": standardizer.std.tolist(), "glosses": list(vocab.glosses), "seed": cfg.train.seed}
     aug = cfg.train.augment.model_dump(mode="json") if cfg.train.augment.enabled else None
+    sent = cfg.train.sentences
     train = (read_split(cfg, "train", shuffle_files=True, exclude=exclude)
              .with_column(SEED_COLUMN, random(seed=cfg.train.seed))
-             .map_batches(_prepare_batch, fn_kwargs={**kwargs, "augment": aug}, batch_format="pyarrow",
-                          batch_size=64, num_cpus=cfg.train.prep_cpus))
+             .map_batches(_prepare_batch, fn_kwargs={**kwargs, "augment": aug,
+                                                     "sentences": sent.model_dump(mode="json")},
+                          batch_format="pyarrow", batch_size=64, num_cpus=cfg.train.prep_cpus))
     out = {"train": train}
     if with_val:
         # Val inputs never change: built once, kept in the object store (one
         # copy per node), read by every epoch's evaluation.
-        out["val"] = read_split(cfg, "val", shuffle_files=False, exclude=exclude).map_batches(
+        val = read_split(cfg, "val", shuffle_files=False, exclude=exclude).map_batches(
             _prepare_batch, fn_kwargs={**kwargs, "augment": None}, batch_format="pyarrow", batch_size=64,
-            num_cpus=cfg.train.prep_cpus).materialize()
+            num_cpus=cfg.train.prep_cpus)
+        if sent.val:
+            # A fixed set: the first val clips (in file order) cut into seeded
+            # sentences in one task, since a sentence draws from all of them.
+            clips = (read_split(cfg, "val", shuffle_files=False, exclude=exclude)
+                     .limit(sent.val * sent.max_clips).repartition(1))
+            val = val.union(clips.map_batches(
+                _sentence_batch, fn_kwargs={**kwargs, "sentences": sent.model_dump(mode="json")},
+                batch_format="pyarrow", batch_size=None, num_cpus=cfg.train.prep_cpus))
+        out["val"] = val.materialize()
     return out
 
 

@@ -28,7 +28,7 @@ from torch import nn
 from asl_ray.config import FeaturesConfig, TrainConfig
 from asl_ray.dataset import Sample, SignDataset, collate
 from asl_ray.decode import MetricAccumulator
-from asl_ray.losses import ctc_blank_loss
+from asl_ray.losses import LossTerms
 
 Batch = dict[str, torch.Tensor]
 BatchSource = Callable[[int, int], Iterable[Batch]]  # (epoch index, vocabulary limit) -> batches
@@ -87,15 +87,16 @@ def train_epoch(
     label_smoothing: float = 0.0,
     reduce: Reduce = _same,
     precision: Precision | None = None,
+    terms: LossTerms | None = None,
 ) -> dict[str, float]:
     device = device or torch.device("cpu")
     model.train()
     acc = MetricAccumulator(num_classes)
     norms: list[float] = []
     precision = precision if precision is not None else precision_for(device, amp)
+    terms = terms or LossTerms(blank_penalty, label_smoothing)
     with _uneven_inputs(model):
-        skipped = _train_batches(model, loader, optimizer, acc, norms, blank_penalty, grad_clip, device, precision,
-                                 label_smoothing)
+        skipped = _train_batches(model, loader, optimizer, acc, norms, terms, grad_clip, device, precision)
     metrics = reduce(acc).compute()
     # DDP averages gradients before the norm is taken: every rank has the same
     # norms, and so skips the same steps.
@@ -106,17 +107,20 @@ def train_epoch(
 
 
 def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer,
-                   acc: MetricAccumulator, norms: list[float], blank_penalty: float, grad_clip: float | None,
-                   device: torch.device, precision: Precision, label_smoothing: float) -> int:
+                   acc: MetricAccumulator, norms: list[float], terms: LossTerms, grad_clip: float | None,
+                   device: torch.device, precision: Precision) -> int:
     """One pass over ``loader``; how many steps were skipped (non-finite gradients)."""
     skipped = 0
     scaler = precision.scaler
     for raw in loader:
         b = _to(raw, device)
+        aux = None
         with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
-            lp = model(b["x"], b["lengths"])
-        loss, _, _ = ctc_blank_loss(lp.float(), b["lengths"], b["targets"], b["target_lengths"], blank_penalty,
-                                    label_smoothing)
+            if terms.aux_weight:
+                lp, aux = model(b["x"], b["lengths"], with_aux=True)
+            else:
+                lp = model(b["x"], b["lengths"])
+        loss, _, _ = terms(lp.float(), b, aux)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -133,7 +137,8 @@ def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.o
             optimizer.step()
         else:
             skipped += 1  # a NaN/inf gradient would poison every weight it touches
-        acc.add(lp.detach().float(), b["lengths"], b["labels"], float(loss.detach()))
+        acc.add(lp.detach().float(), b["lengths"], b["labels"], float(loss.detach()), b["targets"],
+                b["target_lengths"])
     return skipped
 
 
@@ -146,19 +151,36 @@ def evaluate(
     device: torch.device | None = None,
     label_smoothing: float = 0.0,
     reduce: Reduce = _same,
+    terms: LossTerms | None = None,
+    beam: Callable[[Any], Any] | None = None,
 ) -> tuple[dict[str, float], MetricAccumulator]:
-    """Metrics of ``loader``'s batches (this rank's part, added up by ``reduce``)."""
+    """Metrics of ``loader``'s batches (this rank's part, added up by ``reduce``):
+    the isolated clips' ranking metrics and loss, the sentences' word error
+    rate (greedy, and with ``beam`` a beam-search decoder)."""
     device = device or torch.device("cpu")
     model.eval()
     acc = MetricAccumulator(num_classes)
+    # The val loss is the plain CTC loss with the blank penalty and smoothing
+    # (as before the peak and auxiliary terms existed): comparable across runs.
+    terms = LossTerms(blank_penalty, label_smoothing) if terms is None else LossTerms(
+        terms.blank_penalty, terms.label_smoothing)
     for raw in loader:
         b = _to(raw, device)
         lp = model(b["x"], b["lengths"]).float()
-        loss, _, _ = ctc_blank_loss(lp, b["lengths"], b["targets"], b["target_lengths"], blank_penalty,
-                                    label_smoothing)
-        acc.add(lp, b["lengths"], b["labels"], float(loss))
+        iso = b["labels"] > 0
+        loss = terms(lp[iso], _rows(b, iso))[0] if bool(iso.any()) else None
+        acc.add(lp, b["lengths"], b["labels"], float(loss) if loss is not None else 0.0, b["targets"],
+                b["target_lengths"], beam)
     acc = reduce(acc)
     return acc.compute(), acc
+
+
+def _rows(b: Batch, keep: torch.Tensor) -> Batch:
+    """The isolated rows of a batch (one gloss each)."""
+    if bool(keep.all()):
+        return b
+    return {"lengths": b["lengths"][keep], "labels": b["labels"][keep], "targets": b["labels"][keep],
+            "target_lengths": torch.ones_like(b["labels"][keep])}
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -234,12 +256,18 @@ def fit(
     """Train from ``state.epoch`` to the end of the plan (or early stop)."""
     plan = stage_plan(cfg, num_classes)
     precision = precision_for(device or torch.device("cpu"), amp)  # one scaler for the whole run
+    terms = LossTerms.of(cfg)
+    beam = None
+    if cfg.sentences.val:
+        from asl_ray.continuous.decoding import BeamDecoder
+
+        beam = BeamDecoder(num_classes, cfg.sentences.beam_size)
     for epoch in range(state.epoch, len(plan)):
         limit = plan[epoch]
         t0 = time.perf_counter()
         metrics = {f"train_{k}": v for k, v in train_epoch(
             state.model, train_batches(epoch, limit), state.optimizer, num_classes, cfg.blank_penalty,
-            cfg.grad_clip, device, amp, cfg.label_smoothing, reduce, precision,
+            cfg.grad_clip, device, amp, cfg.label_smoothing, reduce, precision, terms,
         ).items()}
         metrics["train_seconds"] = time.perf_counter() - t0
         if val_batches is not None:
@@ -247,7 +275,8 @@ def fit(
             # The plain module: evaluation needs no gradient sync, and a rank
             # may hold fewer val batches than another.
             val, state.last_val = evaluate(getattr(state.model, "module", state.model), val_batches(),
-                                           num_classes, cfg.blank_penalty, device, cfg.label_smoothing, reduce)
+                                           num_classes, cfg.blank_penalty, device, cfg.label_smoothing, reduce,
+                                           beam=beam)
             metrics.update({f"val_{k}": v for k, v in val.items()})
             metrics["val_seconds"] = time.perf_counter() - t1
         metrics["epoch"] = epoch + 1

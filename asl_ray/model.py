@@ -39,6 +39,7 @@ class SignModel(nn.Module):
         attention_heads: int = 4,
         max_frames: int = 512,
         lstm_mode: Literal["masked", "packed", "padded"] = "masked",
+        aux_head: bool = False,
     ) -> None:
         super().__init__()
         self.encoder_kind = encoder
@@ -71,6 +72,10 @@ class SignModel(nn.Module):
             self.attn = nn.TransformerEncoder(layer, num_layers=num_layers, enable_nested_tensor=False)
             out = hidden_size
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(out, num_classes))
+        self.max_positions = max_frames if encoder == "attention" else None  # the LSTM takes any length
+        # Multi-task (the report's fix 11): a gloss classifier on the encoder
+        # averaged over the clip's frames, trained beside CTC (losses.py).
+        self.aux = nn.Sequential(nn.Dropout(dropout), nn.Linear(out, num_classes - 1)) if aux_head else None
 
     def _masked_lstm(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
@@ -84,8 +89,22 @@ class SignModel(nn.Module):
             h = torch.cat(outs, dim=-1)
         return h
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities (B, T, V+1); frames past a sequence's length are padding."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, with_aux: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities (B, T, V+1); frames past a sequence's length are padding.
+        With ``with_aux`` (a model built with ``aux_head``) also the gloss
+        classifier's logits (B, V)."""
+        h = self.encode(x, lengths)
+        lp = torch.log_softmax(self.head(h), dim=-1)
+        if not with_aux:
+            return lp
+        assert self.aux is not None, "with_aux needs a model built with aux_head=True"
+        valid = (torch.arange(h.shape[1], device=h.device)[None, :] < lengths.to(h.device)[:, None]).to(h.dtype)
+        pooled = (h * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
+        return lp, self.aux(pooled)
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Encoder states (B, T, H)."""
         h = self.proj(x)
         if self.encoder_kind == "lstm" and self.lstm_mode == "masked":
             h = self._masked_lstm(h, lengths)
@@ -100,8 +119,11 @@ class SignModel(nn.Module):
         else:
             t = h.shape[1]
             pad = torch.arange(t, device=h.device)[None, :] >= lengths.to(h.device)[:, None]
+            if t > self.pos.shape[1]:
+                raise ValueError(f"{t} frames: the attention encoder has positions for {self.pos.shape[1]} "
+                                 "(resample the sequence first)")
             h = self.attn(h + self.pos[:, :t], src_key_padding_mask=pad)
-        return torch.log_softmax(self.head(h), dim=-1)
+        return h
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,10 @@ def data_summary(cfg: Config, vocab: Vocabulary | None = None) -> DataSummary:
 
 def epoch_line(m: dict[str, float], total: int) -> str:
     val = (f" | val loss {m['val_loss']:.3f} top1 {m['val_top1']:.1%} top5 {m['val_top5']:.1%} "
-           f"blank {m['val_blank_ratio']:.2f}") if "val_top1" in m else ""
+           f"greedy {m['val_greedy_acc']:.1%} blank {m['val_blank_ratio']:.2f}") if "val_top1" in m else ""
+    if "val_wer_greedy" in m:
+        val += f" | WER greedy {m['val_wer_greedy']:.1%}"
+        val += f" beam {m['val_wer_beam']:.1%}" if "val_wer_beam" in m else ""
     return (f"epoch {int(m['epoch'])}/{total} (vocab {int(m['vocab_limit'])}) | train loss {m['train_loss']:.3f} "
             f"top1 {m['train_top1']:.1%} blank {m['train_blank_ratio']:.2f} grad {m['train_grad_norm']:.2f}{val}")
 
@@ -495,8 +498,12 @@ def summary_lines(o: TrainOutcome) -> str:
     if m:
         lines.append(f"best epoch {int(m.get('epoch', 0))}: val top1 {m.get('val_top1', float('nan')):.1%}, "
                      f"top5 {m.get('val_top5', float('nan')):.1%}, mean per-class "
-                     f"{m.get('val_mean_class_acc', float('nan')):.1%}, blank ratio "
+                     f"{m.get('val_mean_class_acc', float('nan')):.1%}, greedy "
+                     f"{m.get('val_greedy_acc', float('nan')):.1%}, blank ratio "
                      f"{m.get('val_blank_ratio', float('nan')):.2f}; train top1 {m.get('train_top1', 0):.1%}")
+        if "val_wer_greedy" in m:
+            lines.append(f"val sentences: WER greedy {m['val_wer_greedy']:.1%}"
+                         + (f", beam {m['val_wer_beam']:.1%}" if "val_wer_beam" in m else ""))
     collapse = collapse_summary(o.history)
     if collapse:
         lines.append(collapse)

@@ -2,6 +2,13 @@
 
     python scripts/ablation.py run [--rows A,B] [--seeds 0] [--parallel 2]
     python scripts/ablation.py table [--seeds 0,1,2]
+    python scripts/ablation.py ctc-table [--seeds 0,1,2]
+
+The ``ctc-*`` rows are the remedies that make CTC decode on its own (peak
+loss, auxiliary classifier, training sentences), each on top of the recipe
+with 100 seeded val sentences scored every epoch; ``ctc-table`` prints exact
+and greedy top-1, blank ratio and the sentences' word error rate (greedy,
+beam) at the best val epoch.
 
 Every row is ``asl-ray train -c configs/wlasl100_attention.yaml`` with the
 row's ``--set`` overrides (so each row is a normal, resumable training run
@@ -63,6 +70,16 @@ ROWS: list[tuple[str, str, list[str]]] = [
      _RICH + ["train.curriculum=[10,50]", "train.curriculum_epochs=5"] + _PLAIN),
 ]
 
+# CTC that decodes (asl_ray/continuous, losses.py): row 13 with 100 val sentences, plus one remedy at a time.
+_CTC = _BONES + _SMOOTH + _MIRROR + ["train.sentences.val=100"]
+_PEAK, _AUX, _SENT = ["train.peak_weight=1.0"], ["train.aux_weight=0.5"], ["train.sentences.share=0.5"]
+CTC_ROWS: list[tuple[str, str, list[str]]] = [
+    ("ctc-peak", "+ peak loss (weight 1, margin 1)", _CTC + _PEAK),
+    ("ctc-aux", "+ auxiliary gloss classifier (weight 0.5)", _CTC + _AUX),
+    ("ctc-sentences", "+ training sentences (half of each batch's clips)", _CTC + _SENT),
+    ("ctc-all", "+ all three", _CTC + _PEAK + _AUX + _SENT),
+]
+
 
 def _run(row: str, overrides: list[str], seed: int, run_dir: Path, features: str) -> int:
     cmd = [sys.executable, "-m", "asl_ray.cli", "train", "-c", str(CONFIG),
@@ -118,6 +135,29 @@ def table(run_dir: Path, seeds: list[int], epochs: int | None, features: str) ->
     return "\n".join(lines)
 
 
+def ctc_table(run_dir: Path, seeds: list[int]) -> str:
+    """The CTC remedies at each run's best val epoch (exact top-1 picks it, as training does)."""
+    keys = ("val_top1", "val_greedy_acc", "val_blank_ratio", "val_wer_greedy", "val_wer_beam")
+    lines = ["| remedy (on the recipe) | seeds | exact top-1 | greedy top-1 | blank ratio | WER greedy | WER beam |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row, what, _ in CTC_ROWS:
+        got: dict[str, list[float]] = {k: [] for k in keys}
+        used = []
+        for seed in seeds:
+            hist = _history(run_dir, f"{row}-s{seed}")
+            if not hist or not (run_dir / f"{row}-s{seed}" / "best_checkpoint.txt").is_file():
+                continue  # not run, or still running
+            best = max(hist, key=lambda h: h["val_top1"])
+            for k in keys:
+                got[k].append(best.get(k, float("nan")))
+            used.append(str(seed))
+        if used:
+            blank = sum(got["val_blank_ratio"]) / len(used)
+            lines.append(f"| {what} | {','.join(used)} | {_mean(got['val_top1'])} | {_mean(got['val_greedy_acc'])} "
+                         f"| {blank:.2f} | {_mean(got['val_wer_greedy'])} | {_mean(got['val_wer_beam'])} |")
+    return "\n".join(lines)
+
+
 def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> list[str]:
     """Row 9's checkpoints combined at inference: a seed ensemble, and test-time speeds."""
     from asl_ray.checkpoint import latest_checkpoint, load_checkpoint
@@ -148,7 +188,7 @@ def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> l
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=["run", "table", "list"])
+    p.add_argument("action", choices=["run", "table", "ctc-table", "list"])
     p.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--parallel", type=int, default=2, help="training runs at once")
@@ -157,19 +197,22 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="table: only runs with this many epochs")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    names = {r[0] for r in ROWS}
+    rows = ROWS + CTC_ROWS
+    names = {r[0] for r in rows}
     wanted = args.rows.split(",") if args.rows else [r[0] for r in ROWS]
     unknown = [w for w in wanted if w not in names]
     if unknown:
         p.error(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(sorted(names))}")
     if args.action == "list":
-        for name, what, overrides in ROWS:
+        for name, what, overrides in rows:
             print(f"{name:16s} {what}\n{'':16s} --set {' --set '.join(overrides) or '(the config as is)'}")
     elif args.action == "table":
         print(table(args.run_dir.resolve(), seeds, args.epochs, args.features))
+    elif args.action == "ctc-table":
+        print(ctc_table(args.run_dir.resolve(), seeds))
     else:
         # Seed-major, so an interrupted batch still covers every row.
-        jobs = [(r, o, s) for s in seeds for r, _, o in ROWS if r in wanted]
+        jobs = [(r, o, s) for s in seeds for r, _, o in rows if r in wanted]
         with ThreadPoolExecutor(args.parallel) as pool:
             codes = list(pool.map(lambda j: _run(j[0], j[1], j[2], args.run_dir.resolve(), args.features), jobs))
         sys.exit(max(codes, default=0))

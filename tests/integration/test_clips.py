@@ -19,40 +19,20 @@ from asl_ray.extract import SampleProcessor
 from asl_ray.landmarks import bounds_apply
 from asl_ray.schema import sample_arrays
 from tests.conftest import require_shared
+from tests.videos import frames, write
 
 pytestmark = pytest.mark.integration
 PARTS = ["00623", "00624", "00626"]  # the sign is the middle one
-
-
-def _frames(path: Path) -> list[np.ndarray]:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            return out
-        out.append(frame)
-
-
-def _write(path: Path, frames: list[np.ndarray], size: tuple[int, int]) -> None:
-    import cv2
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, size)
-    for f in frames:
-        writer.write(cv2.resize(f, size))
-    writer.release()
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     src = require_shared("wlasl100", "videos")
     tmp = tmp_path_factory.mktemp("clips")
-    parts = [_frames(src / f"{v}.mp4") for v in PARTS]
+    parts = [frames(src / f"{v}.mp4") for v in PARTS]
     size = (parts[1][0].shape[1], parts[1][0].shape[0])
-    _write(tmp / "raw.mp4", [f for p in parts for f in p], size)
-    _write(tmp / "trimmed.mp4", parts[1], size)
+    write(tmp / "raw.mp4", [f for p in parts for f in p], size)
+    write(tmp / "trimmed.mp4", parts[1], size)
     start = len(parts[0]) + 1
     return {"raw": tmp / "raw.mp4", "trimmed": tmp / "trimmed.mp4", "start": start,
             "end": start + len(parts[1]) - 1, "sign_frames": len(parts[1]), "total": sum(map(len, parts))}

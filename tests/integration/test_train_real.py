@@ -20,6 +20,7 @@ from asl_ray.cli import main
 from asl_ray.config import load_config
 from asl_ray.extract import run_extract
 from tests.conftest import ROOT, require_shared
+from tests.videos import join_videos
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +86,39 @@ def test_two_class_check_tracks_everything(asl_features: Path, tmp_path: Path) -
     pred = CliRunner().invoke(main, ["predict", "--checkpoint", str(ckpt), str(video)])
     assert pred.exit_code == 0, pred.output
     assert "hello" in pred.output and "thankyou" in pred.output and "%" in pred.output
+
+
+def test_sentences_train_and_decode_with_word_error_rate(asl_features: Path, tmp_path: Path) -> None:
+    """CTC as CTC: training batches with sentences of clips, the peak loss and the
+    auxiliary head; WER of seeded val sentences every epoch (greedy and beam),
+    in MLflow; ``evaluate --sentences``; ``predict`` on a video of two real clips."""
+    result = CliRunner().invoke(main, ["train", *_args(
+        asl_features, tmp_path, "train.name=continuous", "train.epochs=8", "train.sentences.share=0.5",
+        "train.sentences.val=8", "train.peak_weight=1.0", "train.aux_weight=0.5")])
+    assert result.exit_code == 0, result.output
+    assert "epoch 8/8" in result.output and "WER greedy" in result.output and " beam " in result.output
+    assert "val sentences: WER greedy" in result.output
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("asl-ray").experiment_id])
+    for key in ("val_wer_greedy", "val_wer_beam", "val_greedy_acc", "val_top1"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 8, key
+    ckpt = Path((tmp_path / "continuous" / "best_checkpoint.txt").read_text().strip())
+
+    ev = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--sentences", "12"])
+    assert ev.exit_code == 0, ev.output
+    assert re.search(r"val sentences: 12 of 2-5 clips, \d+ glosses \| WER greedy [\d.]+%, beam [\d.]+%", ev.output)
+    assert "greedy:" in ev.output and "beam:" in ev.output  # examples: reference, greedy and beam reading
+    bad = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--sentences", "-1"])
+    assert bad.exit_code == 2 and "--sentences" in bad.output
+
+    src = require_shared("wlasl100", "videos")
+    video = join_videos(tmp_path / "two_signs.mp4", [src / "00623.mp4", src / "24946.mp4"])
+    pred = CliRunner().invoke(main, ["predict", "--checkpoint", str(ckpt), str(video)])
+    assert pred.exit_code == 0, pred.output
+    line = next(x for x in pred.output.splitlines() if "sequence:" in x)
+    frames_total = int(re.search(r"\((\d+) frames", pred.output).group(1))  # type: ignore[union-attr]
+    for start, end in re.findall(r"\[frames (\d+)-(\d+)\]", line):
+        assert 0 <= int(start) <= int(end) < frames_total, line
 
 
 def test_killed_two_worker_run_resumes_from_last_checkpoint(local_ray, asl_features: Path, tmp_path: Path) -> None:

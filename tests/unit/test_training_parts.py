@@ -133,8 +133,10 @@ def test_gloss_smoothing_is_the_uniform_cross_entropy_of_the_exact_posterior() -
     assert smooth.item() >= np.log(4) - 1e-6  # equality only for a uniform posterior
     total, ctc, mass = ctc_blank_loss(lp, lengths, targets, tl, 0.5, 0.2)
     assert total.item() == pytest.approx(0.8 * ctc.item() + 0.2 * smooth.item() + 0.5 * mass.item(), rel=1e-5)
-    with pytest.raises(ValueError, match="one-gloss targets"):
-        ctc_blank_loss(lp[:2], lengths[:2], torch.tensor([1, 2, 3]), torch.tensor([2, 1]), 0.0, 0.1)
+    # A batch with a sentence (two glosses): smoothing is taken over its isolated clip only.
+    mixed, ctc2, _ = ctc_blank_loss(lp[:2], lengths[:2], torch.tensor([1, 2, 3]), torch.tensor([2, 1]), 0.0, 0.1)
+    alone = gloss_smoothing(lp[1:2], lengths[1:2])
+    assert mixed.item() == pytest.approx(ctc2.item() * (1 - 0.05) + 0.05 * alone.item(), rel=1e-5)
     # It trains: gradients reach the logits and agree with the brute-force loss's.
     (g_ours,) = torch.autograd.grad(smooth, logits, retain_graph=True)
     (g_ref,) = torch.autograd.grad(expected, logits)
