@@ -222,23 +222,57 @@ def ui(cfg: Config, port: int, host: str, print_only: bool) -> None:
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="PNG to write (default: <video name>_landmarks.png in the current folder).")
 @click.option("--frames", default=8, show_default=True, help="How many evenly spaced frames to draw.")
-def show(video: Path, out: Path | None, frames: int) -> None:
-    """Draw what MediaPipe found (pose, both hands) over frames of VIDEO into a PNG contact sheet."""
+@click.option("--checkpoint", default=None, metavar="PATH|URI",
+              help="Also decode the video's gloss sequence with this checkpoint and mark each gloss's frames.")
+def show(video: Path, out: Path | None, frames: int, checkpoint: str | None) -> None:
+    """Draw what MediaPipe found (pose, both hands) over frames of VIDEO into a PNG contact sheet;
+    with --checkpoint, the glosses a model reads and the frames where it reads them."""
     from asl_ray.landmarks import ExtractionError
     from asl_ray.show import contact_sheet
 
+    spans = None
+    if checkpoint:
+        from asl_ray.checkpoint import load_checkpoint
+        from asl_ray.evaluation import predict_videos
+
+        (pred,) = predict_videos(load_checkpoint(checkpoint), [video], 1)
+        if isinstance(pred, str):
+            raise UserError(pred)
+        spans = pred.sequence
     try:
-        png, presence = contact_sheet(video, out or Path(f"{video.stem}_landmarks.png"), frames)
+        png, presence = contact_sheet(video, out or Path(f"{video.stem}_landmarks.png"), frames, spans=spans)
     except ExtractionError as exc:
         raise UserError(f"{video}: {exc}") from None
     click.echo(f"wrote {png}: pose in {presence['pose']:.0%} of frames, left hand {presence['left']:.0%}, "
                f"right hand {presence['right']:.0%}")
+    if spans is not None:
+        click.echo("decoded: " + (", ".join(f"{g} (frames {a + 1}-{b + 1})" for g, a, b in spans)
+                                  or "nothing (every frame blank)"))
 
 
 def _checkpoint_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--checkpoint", required=True, metavar="PATH|URI",
                         help="A checkpoint folder (model.pt, vocab.json, config.yaml), or a run folder: its best "
                         "checkpoint. A local path or a URI (s3://...).")(fn)
+
+
+def _prior_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--prior-weight", type=float, default=None,
+                      help="Weight of the prior's log-probability per gloss (default: the checkpoint's "
+                      "train.sentences.prior_weight).")(fn)
+    return click.option("--prior", "prior", type=click.Path(path_type=Path), default=None,
+                        help="Gloss sentences (one per line) whose bigrams guide beam search; off by default.")(fn)
+
+
+def _with_prior(ck: Any, prior: Path | None, weight: float | None) -> Any:
+    """The checkpoint with its beam search's gloss prior set from the command line."""
+    if prior is None and weight is None:
+        return ck
+    s = ck.cfg.train.sentences
+    s = s.model_copy(update={"prior_corpus": prior or s.prior_corpus,
+                             "prior_weight": s.prior_weight if weight is None else weight})
+    ck.cfg = ck.cfg.model_copy(update={"train": ck.cfg.train.model_copy(update={"sentences": s})})
+    return ck
 
 
 def _speeds(text: str | None) -> tuple[float, ...]:
@@ -269,8 +303,9 @@ def _speeds(text: str | None) -> tuple[float, ...]:
 @click.option("--sentences", default=0, show_default=True, metavar="N",
               help="Also score N seeded sentences of 2-5 clips of the split (continuous signing): word error "
               "rate with greedy and beam-search decoding.")
+@_prior_options
 def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, features_dir: str | None,
-             out: str | None, show: int, sentences: int) -> None:
+             out: str | None, show: int, sentences: int, prior: Path | None, prior_weight: float | None) -> None:
     """Top-1, top-5, mean per-class accuracy and a per-class table of a checkpoint (or an ensemble);
     with --sentences N, the word error rate on sentences made of the split's clips."""
     import tempfile
@@ -312,7 +347,8 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
                        join(where, "confusion_matrix.png"))
     click.echo(f"wrote {csv} and {png}")
     if sentences:
-        se = evaluate_sentences(cks[0], split, sentences, features_dir=features_dir)
+        se = evaluate_sentences(_with_prior(cks[0], prior, prior_weight), split, sentences,
+                                features_dir=features_dir)
         click.echo(f"{split} sentences: {se.sentences} of 2-5 clips, {se.glosses} glosses | WER greedy "
                    f"{se.wer_greedy:.1%}, beam {se.wer_beam:.1%}" + ("" if single else " (first checkpoint)"))
         for ref, g, b in se.examples:
@@ -323,13 +359,15 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
 @_checkpoint_option
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-k", "--top", default=5, show_default=True, help="How many glosses to show per video.")
-def predict(checkpoint: str, videos: tuple[Path, ...], top: int) -> None:
+@_prior_options
+def predict(checkpoint: str, videos: tuple[Path, ...], top: int, prior: Path | None,
+            prior_weight: float | None) -> None:
     """Top-k glosses with probabilities for each VIDEO (extracted like the dataset), and the
     gloss sequence CTC decodes from it (several signs), each gloss with its video frames."""
     from asl_ray.checkpoint import load_checkpoint
     from asl_ray.evaluation import predict_videos
 
-    ck = load_checkpoint(checkpoint)
+    ck = _with_prior(load_checkpoint(checkpoint), prior, prior_weight)
     for p in predict_videos(ck, list(videos), top):
         if isinstance(p, str):
             click.echo(f"failed: {p}")

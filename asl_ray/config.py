@@ -160,6 +160,10 @@ class SentencesConfig(_Section):
                      "built from the first val clips, none of them in training")
     val_seed: int = Field(0, description="seed of the val sentences")
     beam_size: int = Field(16, gt=0, description="beam width of the CTC prefix beam search")
+    prior_corpus: Path | None = Field(
+        None, description="gloss n-gram prior for beam search: a text file, one sentence of glosses per line "
+        "(space-separated, the vocabulary's spelling); None = no prior")
+    prior_weight: float = Field(0.5, ge=0, description="weight of the prior's log-probability per gloss")
 
     @model_validator(mode="after")
     def _clip_range(self) -> SentencesConfig:
@@ -190,6 +194,9 @@ class TrainConfig(_Section):
         0.0, ge=0, description="weight of the peak loss: on its best frame each target gloss must beat blank and "
         "every other gloss by train.peak_margin (what greedy decoding needs; losses.py)")
     peak_margin: float = Field(1.0, gt=0, description="log-probability margin of the peak loss")
+    peak_known_only: bool = Field(
+        False, description="peak loss only on clips whose exact scores already rank the target first (and on "
+        "sentences): turns ranked-first into read-by-greedy without pushing up glosses not yet learned")
     aux_weight: float = Field(
         0.0, ge=0, description="multi-task: weight of a gloss classifier's cross-entropy on the pooled encoder "
         "(isolated clips)")

@@ -127,7 +127,7 @@ def evaluate_sentences(ck: LoadedCheckpoint, split: str, count: int, seed: int |
                        features_dir: str | None = None, examples: int = 5) -> SentenceEvaluation:
     """Word error rate on ``count`` seeded sentences of ``split``'s clips
     (``train.sentences`` settings of the checkpoint, seed ``val_seed`` unless given)."""
-    from asl_ray.continuous.decoding import BeamDecoder
+    from asl_ray.continuous.decoding import beam_decoder
     from asl_ray.continuous.sentences import sentence_plan
     from asl_ray.continuous.wer import edits
     from asl_ray.ingest import sentence_inputs
@@ -138,7 +138,7 @@ def evaluate_sentences(ck: LoadedCheckpoint, split: str, count: int, seed: int |
     if len(samples) < s.min_clips:
         raise UserError(f"{len(samples)} {split} clips cannot make a sentence of {s.min_clips}")
     plan = sentence_plan(len(samples), count, s.val_seed if seed is None else seed, s.min_clips, s.max_clips)
-    beam = BeamDecoder(ck.vocab.num_glosses, s.beam_size)
+    beam = beam_decoder(s, ck.vocab.glosses)
     cap = getattr(ck.model, "max_positions", None) or 10**9
     names = ck.vocab.glosses
     ck.model.eval()
@@ -185,7 +185,7 @@ def predict_landmarks(ck: LoadedCheckpoint, landmarks: np.ndarray, fps: float | 
 def decode_sequence(ck: LoadedCheckpoint, landmarks: np.ndarray, fps: float | None) -> list[tuple[str, int, int]]:
     """The gloss sequence of a video that may hold several signs (CTC beam
     search), each with the video frames of its CTC span."""
-    from asl_ray.continuous.decoding import BeamDecoder
+    from asl_ray.continuous.decoding import beam_decoder
 
     t = landmarks.shape[0]
     cap = getattr(ck.model, "max_positions", None) or t
@@ -194,7 +194,7 @@ def decode_sequence(ck: LoadedCheckpoint, landmarks: np.ndarray, fps: float | No
     ck.model.eval()
     with torch.no_grad():
         lp = ck.model(x, torch.tensor([x.shape[1]]))[0].numpy()
-    d = BeamDecoder(ck.vocab.num_glosses, ck.cfg.train.sentences.beam_size)(lp)
+    d = beam_decoder(ck.cfg.train.sentences, ck.vocab.glosses)(lp)
     # Frame i of the model's input is video frame round(i·(t-1)/(n-1)) (resample's uniform subsampling).
     n = x.shape[1]
     scale = (t - 1) / max(n - 1, 1)

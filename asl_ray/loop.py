@@ -261,6 +261,7 @@ def fit(
     if cfg.sentences.val:
         from asl_ray.continuous.decoding import BeamDecoder
 
+        # No gloss prior during training: WER per epoch measures the model alone.
         beam = BeamDecoder(num_classes, cfg.sentences.beam_size)
     for epoch in range(state.epoch, len(plan)):
         limit = plan[epoch]

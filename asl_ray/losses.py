@@ -42,9 +42,14 @@ WLASL100 val). For target gloss ``g_j`` whose frames lie in the window
 It is zero once one frame of the window is won by the gloss by ``δ`` (the
 ``peak_margin``), so unlike the blank mass it does not push blank down on
 the frames between signs, which a healthy CTC model keeps blank, and it
-stops acting as soon as greedy decoding would read the gloss: it cannot
-trade accuracy for fewer blanks. Its gradient reaches one frame per gloss:
-up for the gloss, down for its strongest competitor there (usually blank).
+stops acting as soon as greedy decoding would read the gloss. Its gradient
+reaches one frame per gloss: up for the gloss, down for its strongest
+competitor there (usually blank). Applied to every clip it also pushes up
+glosses the model cannot yet tell apart, which costs exact accuracy
+(measured: README); with ``peak_known_only`` it acts only on the isolated
+clips whose exact scores already rank the target first (and on sentences),
+so it turns "ranked first" into "read by greedy decoding" and leaves the
+ranking to CTC.
 
 The auxiliary classifier (multi-task): cross-entropy of the model's gloss
 classifier on the time-averaged encoder, ``aux_weight · CE(aux, label)``.
@@ -89,10 +94,11 @@ def padded_targets(targets: torch.Tensor, target_lengths: torch.Tensor) -> torch
 
 
 def peak_loss(log_probs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor,
-              spans: torch.Tensor | None = None, margin: float = 1.0) -> torch.Tensor:
+              spans: torch.Tensor | None = None, margin: float = 1.0, rows: torch.Tensor | None = None
+              ) -> torch.Tensor:
     """mean_j relu(margin - m_j), m_j the best-frame margin of target gloss j
     inside its window (``spans`` (B, L, 2) [start, end) frames; None = each
-    sequence's valid frames)."""
+    sequence's valid frames); only the glosses of ``rows`` (B,) bool, if given."""
     lp = log_probs.float()
     b, t, _ = lp.shape
     y = padded_targets(targets.to(lp.device), target_lengths.to(lp.device))  # (B, L)
@@ -111,7 +117,22 @@ def peak_loss(log_probs: torch.Tensor, lengths: torch.Tensor, targets: torch.Ten
     rival = torch.where(top2.indices[..., :1] == y[:, None, :], second, first)  # best other token per frame
     m = torch.where(inside, own - rival, torch.full_like(own, -1e4)).max(1).values  # (B, L)
     real = torch.arange(y.shape[1], device=lp.device)[None] < target_lengths.to(lp.device)[:, None]
+    if rows is not None:
+        real = real & rows.to(lp.device)[:, None]
     return (torch.relu(margin - m) * real).sum() / real.sum().clamp(min=1)
+
+
+def known_rows(log_probs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+               target_lengths: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: isolated clips whose exact single-gloss scores already rank the
+    target first, and every sentence (which has no such ranking)."""
+    isolated = target_lengths == 1
+    known = ~isolated.clone()
+    if bool(isolated.any()):
+        scores = single_label_scores(log_probs[isolated], lengths[isolated].to(log_probs.device))
+        first = padded_targets(targets, target_lengths)[isolated, 0]
+        known[isolated] = scores.argmax(1).to(first.device) + 1 == first
+    return known
 
 
 def ctc_blank_loss(
@@ -126,6 +147,7 @@ def ctc_blank_loss(
     spans: torch.Tensor | None = None,
     aux_logits: torch.Tensor | None = None,
     aux_weight: float = 0.0,
+    peak_known_only: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, ctc, blank_mass) for log-probs (B, T, V+1) with blank at 0."""
     ctc = F.ctc_loss(
@@ -141,10 +163,16 @@ def ctc_blank_loss(
         total = total - label_smoothing * share * ctc + label_smoothing * share * gloss_smoothing(
             log_probs[isolated], lengths[isolated])
     if peak_weight:
-        total = total + peak_weight * peak_loss(log_probs, lengths, targets, target_lengths, spans, peak_margin)
-    if aux_weight and aux_logits is not None and bool(isolated.any()):
-        labels = padded_targets(targets, target_lengths)[:, 0]
-        total = total + aux_weight * F.cross_entropy(aux_logits[isolated].float(), labels[isolated] - 1)
+        rows = known_rows(log_probs, lengths, targets, target_lengths) if peak_known_only else None
+        total = total + peak_weight * peak_loss(log_probs, lengths, targets, target_lengths, spans, peak_margin, rows)
+    if aux_weight and aux_logits is not None:
+        if bool(isolated.any()):
+            labels = padded_targets(targets, target_lengths)[:, 0]
+            total = total + aux_weight * F.cross_entropy(aux_logits[isolated].float(), labels[isolated] - 1)
+        else:
+            # A batch of sentences only: keep the classifier in the graph with a
+            # zero term, or DDP finds parameters without a gradient and stops.
+            total = total + 0.0 * aux_logits.sum()
     return total, ctc, mass
 
 
@@ -157,14 +185,15 @@ class LossTerms:
     peak_weight: float = 0.0
     peak_margin: float = 1.0
     aux_weight: float = 0.0
+    peak_known_only: bool = False
 
     @classmethod
     def of(cls, train: Any) -> LossTerms:
         return cls(train.blank_penalty, train.label_smoothing, train.peak_weight, train.peak_margin,
-                   train.aux_weight)
+                   train.aux_weight, train.peak_known_only)
 
     def __call__(self, log_probs: torch.Tensor, batch: dict[str, torch.Tensor],
                  aux_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return ctc_blank_loss(log_probs, batch["lengths"], batch["targets"], batch["target_lengths"],
                               self.blank_penalty, self.label_smoothing, self.peak_weight, self.peak_margin,
-                              batch.get("spans"), aux_logits, self.aux_weight)
+                              batch.get("spans"), aux_logits, self.aux_weight, self.peak_known_only)

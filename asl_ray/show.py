@@ -3,7 +3,10 @@
 A few evenly spaced frames, each with the pose (upper body) and both hands
 drawn over it, the signer's left hand in orange and right hand in blue, and a
 note on every frame where a hand was not found, so a user can see at a glance
-whether the landmarks behind their features are any good.
+whether the landmarks behind their features are any good. Given the gloss
+spans a model decoded (``asl-ray show --checkpoint``), the frames inside a
+span are framed in red with their gloss, and the middle frame of every span
+is among those drawn.
 """
 
 from __future__ import annotations
@@ -23,13 +26,21 @@ UPPER_BODY = 25  # pose points 0-24: face, arms, hips; the legs are rarely in si
 COLOURS = {"pose": "#2ca02c", "left": "#ff7f0e", "right": "#1f77b4"}
 
 
-def contact_sheet(video: Path, out: Path, frames: int = 8, columns: int = 4) -> tuple[Path, dict[str, float]]:
-    """Draw the landmarks of ``frames`` evenly spaced frames; returns the PNG and hand-presence rates."""
+SPAN_COLOUR = "#d62728"
+
+
+def contact_sheet(video: Path, out: Path, frames: int = 8, columns: int = 4,
+                  spans: list[tuple[str, int, int]] | None = None) -> tuple[Path, dict[str, float]]:
+    """Draw the landmarks of ``frames`` evenly spaced frames (plus the middle of
+    every decoded span, 0-based [first, last] video frames); returns the PNG and
+    hand-presence rates."""
     from asl_ray.landmarks import LandmarkExtractor
 
     ext = LandmarkExtractor()
     lm = ext.extract(video)
-    picks = np.unique(np.linspace(0, lm.num_frames - 1, min(frames, lm.num_frames)).round().astype(int))
+    spans = [(g, max(0, a), min(b, lm.num_frames - 1)) for g, a, b in spans or []]
+    even = np.linspace(0, lm.num_frames - 1, min(frames, lm.num_frames)).round().astype(int)
+    picks = np.unique(np.concatenate([even, np.array([(a + b) // 2 for _, a, b in spans], int)]))
     images = {i: rgb for i, rgb in enumerate(ext.frames(video)) if i in set(picks.tolist())}
     ext.close()
     rows = -(-len(picks) // columns)
@@ -47,7 +58,11 @@ def contact_sheet(video: Path, out: Path, frames: int = 8, columns: int = 4) -> 
             else:
                 missing.append(side)
         note = f"frame {i + 1}" + (f" - no {' / '.join(missing)} hand" if missing else "")
-        ax.set_title(note, fontsize=9, color="#b00" if missing else "black")
+        inside = [g for g, a, b in spans if a <= i <= b]
+        if inside:
+            note = f"{' + '.join(inside)} | " + note
+            ax.add_patch(plt.Rectangle((0, 0), w, h, fill=False, ec=SPAN_COLOUR, lw=5))  # axis("off"): no spines
+        ax.set_title(note, fontsize=9, color=SPAN_COLOUR if inside else "#b00" if missing else "black")
         ax.set_xlim(0, w)  # points MediaPipe places outside the image stay out of the picture
         ax.set_ylim(h, 0)
     presence = {
@@ -55,8 +70,11 @@ def contact_sheet(video: Path, out: Path, frames: int = 8, columns: int = 4) -> 
         "left": float(np.isfinite(lm.left[..., 0]).all(1).mean()),
         "right": float(np.isfinite(lm.right[..., 0]).all(1).mean()),
     }
+    decoded = ("\ndecoded (red frames): " + ", ".join(f"{g} (frames {a + 1}-{b + 1})" for g, a, b in spans)
+               if spans else "")
     fig.suptitle(f"{video.name}: {lm.num_frames} frames; pose in {presence['pose']:.0%}, signer's left hand "
-                 f"(orange) in {presence['left']:.0%}, right hand (blue) in {presence['right']:.0%}", fontsize=11)
+                 f"(orange) in {presence['left']:.0%}, right hand (blue) in {presence['right']:.0%}{decoded}",
+                 fontsize=11)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)

@@ -73,11 +73,16 @@ ROWS: list[tuple[str, str, list[str]]] = [
 # CTC that decodes (asl_ray/continuous, losses.py): row 13 with 100 val sentences, plus one remedy at a time.
 _CTC = _BONES + _SMOOTH + _MIRROR + ["train.sentences.val=100"]
 _PEAK, _AUX, _SENT = ["train.peak_weight=1.0"], ["train.aux_weight=0.5"], ["train.sentences.share=0.5"]
+_KNOWN = ["train.peak_known_only=true"]
 CTC_ROWS: list[tuple[str, str, list[str]]] = [
     ("ctc-peak", "+ peak loss (weight 1, margin 1)", _CTC + _PEAK),
+    ("ctc-peak-known", "+ peak loss on clips already ranked right (and sentences)", _CTC + _PEAK + _KNOWN),
     ("ctc-aux", "+ auxiliary gloss classifier (weight 0.5)", _CTC + _AUX),
     ("ctc-sentences", "+ training sentences (half of each batch's clips)", _CTC + _SENT),
     ("ctc-all", "+ all three", _CTC + _PEAK + _AUX + _SENT),
+    ("ctc-all-known", "+ all three, peak loss on clips already ranked right", _CTC + _PEAK + _KNOWN + _AUX + _SENT),
+    ("ctc-known-nosmooth", "+ peak loss on clips already ranked right, no label smoothing",
+     _BONES + _NO_SMOOTH + _MIRROR + ["train.sentences.val=100"] + _PEAK + _KNOWN),
 ]
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,3 +128,35 @@ def _bigram_lm(prior: GlossBigram):  # type: ignore[no-untyped-def]
             return state, 0.0
 
     return BigramLM()
+
+
+def beam_decoder(sentences: Any, glosses: Sequence[str]) -> BeamDecoder:
+    """The beam decoder ``train.sentences`` asks for: its beam width, and the
+    gloss bigram prior of ``prior_corpus`` when one is given."""
+    prior = None
+    if sentences.prior_corpus is not None:
+        prior = GlossBigram(read_corpus(Path(sentences.prior_corpus), glosses), len(glosses))
+    return BeamDecoder(len(glosses), sentences.beam_size, prior, sentences.prior_weight)
+
+
+def read_corpus(path: Path, glosses: Sequence[str]) -> list[list[int]]:
+    """Gloss sentences (one per line, space-separated; a gloss with a space in it
+    written with ``_``) as vocabulary ids; a gloss outside the vocabulary is a
+    one-line error naming the line."""
+    from asl_ray.errors import UserError
+
+    ids = {g: i + 1 for i, g in enumerate(glosses)}
+    ids |= {g.replace(" ", "_"): i for g, i in list(ids.items()) if " " in g}  # "thank_you" for "thank you"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise UserError(f"train.sentences.prior_corpus: cannot read {path}: {e.strerror or e}") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        words = line.split()
+        unknown = [w for w in words if w not in ids]
+        if unknown:
+            raise UserError(f"{path}:{n}: gloss {unknown[0]!r} is not in the model's vocabulary")
+        if words:
+            out.append([ids[w] for w in words])
+    return out

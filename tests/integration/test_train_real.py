@@ -119,6 +119,10 @@ def test_sentences_train_and_decode_with_word_error_rate(asl_features: Path, tmp
     frames_total = int(re.search(r"\((\d+) frames", pred.output).group(1))  # type: ignore[union-attr]
     for start, end in re.findall(r"\[frames (\d+)-(\d+)\]", line):
         assert 0 <= int(start) <= int(end) < frames_total, line
+    sheet = CliRunner().invoke(main, ["show", str(video), "-o", str(tmp_path / "sheet.png"), "--frames", "4",
+                                      "--checkpoint", str(ckpt)])
+    assert sheet.exit_code == 0, sheet.output
+    assert "decoded: " in sheet.output and (tmp_path / "sheet.png").stat().st_size > 20_000
 
 
 def test_killed_two_worker_run_resumes_from_last_checkpoint(local_ray, asl_features: Path, tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ the peak loss and the auxiliary classifier. Plain numpy/torch, no Ray."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -225,3 +227,53 @@ def test_metric_accumulator_scores_sentences_by_word_error_rate() -> None:
     assert m["top1"] == 1.0 and m["greedy_acc"] == 1.0 and acc.samples == 1
     merged = acc.merge(acc).compute()  # survives the all-reduce vector
     assert merged["wer_greedy"] == pytest.approx(1 / 4) and merged["top1"] == 1.0
+
+
+def test_a_batch_of_sentences_only_still_reaches_the_auxiliary_head() -> None:
+    """DDP needs a gradient for every parameter each step: with no isolated clip
+    in a batch the classifier gets a zero one rather than none."""
+    torch.manual_seed(0)
+    model = SignModel(5, 4, hidden_size=8, num_layers=1, dropout=0.0, aux_head=True)
+    x, lengths = torch.randn(2, 6, 5), torch.tensor([6, 5])
+    lp, aux = model(x, lengths, with_aux=True)
+    loss = ctc_blank_loss(lp, lengths, torch.tensor([1, 2, 3, 1]), torch.tensor([2, 2]), aux_logits=aux,
+                          aux_weight=0.5)[0]
+    loss.backward()
+    assert model.aux is not None
+    grads = [p.grad for p in model.aux.parameters()]
+    assert all(g is not None and float(g.abs().sum()) == 0.0 for g in grads)
+
+
+def test_the_prior_corpus_is_read_by_gloss_name_and_unknown_glosses_are_named(tmp_path: Path) -> None:
+    from asl_ray.continuous.decoding import beam_decoder, read_corpus
+    from asl_ray.errors import UserError
+
+    corpus = tmp_path / "glosses.txt"
+    corpus.write_text("book go\n\ngo book\nbook go\n")
+    assert read_corpus(corpus, ("go", "book")) == [[2, 1], [1, 2], [2, 1]]
+    s = SentencesConfig(prior_corpus=corpus, prior_weight=2.0)
+    lp = _lp([[.9, .05, .05], [.1, .46, .44], [.9, .05, .05]])
+    assert beam_decoder(SentencesConfig(), ("go", "book"))(lp).glosses == [1]
+    assert beam_decoder(s, ("go", "book"))(lp).glosses == [2]  # "book" starts most corpus sentences
+    corpus.write_text("book went\n")
+    with pytest.raises(UserError, match=r"glosses.txt:1: gloss 'went' is not in the model's vocabulary"):
+        read_corpus(corpus, ("go", "book"))
+
+
+def test_the_peak_loss_can_be_kept_to_clips_the_model_already_ranks_right() -> None:
+    # Two isolated clips, both with gloss 1 short of its margin; the exact scores
+    # rank gloss 1 first on the first clip and gloss 2 first on the second.
+    lp = torch.log(torch.tensor([
+        [[.9, .05, .05], [.6, .3, .1], [.9, .05, .05]],
+        [[.9, .02, .08], [.6, .1, .3], [.9, .02, .08]],
+    ]))
+    lengths, targets, tl = torch.tensor([3, 3]), torch.tensor([1, 1]), torch.tensor([1, 1])
+    from asl_ray.losses import known_rows
+
+    assert known_rows(lp, lengths, targets, tl).tolist() == [True, False]
+    both = ctc_blank_loss(lp, lengths, targets, tl, peak_weight=1.0)[0]
+    known = ctc_blank_loss(lp, lengths, targets, tl, peak_weight=1.0, peak_known_only=True)[0]
+    base = ctc_blank_loss(lp, lengths, targets, tl)[0]
+    first = peak_loss(lp[:1], lengths[:1], targets[:1], tl[:1])
+    assert (known - base).item() == pytest.approx(first.item(), rel=1e-5)
+    assert (both - base).item() > (known - base).item()
