@@ -141,25 +141,30 @@ def table(run_dir: Path, seeds: list[int], epochs: int | None, features: str) ->
 
 
 def ctc_table(run_dir: Path, seeds: list[int]) -> str:
-    """The CTC remedies at each run's best val epoch (exact top-1 picks it, as training does)."""
+    """The CTC remedies at each run's best val epoch (exact top-1 picks it, as
+    training does). A run still going, or stopped before its last epoch, is
+    shown with the epochs it has ("43 of 100, running")."""
     keys = ("val_top1", "val_greedy_acc", "val_blank_ratio", "val_wer_greedy", "val_wer_beam")
-    lines = ["| remedy (on the recipe) | seeds | exact top-1 | greedy top-1 | blank ratio | WER greedy | WER beam |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| remedy (on the recipe) | seeds | epochs | exact top-1 | greedy top-1 | blank ratio | WER greedy "
+             "| WER beam |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row, what, _ in CTC_ROWS:
         got: dict[str, list[float]] = {k: [] for k in keys}
-        used = []
+        used, epochs = [], []
         for seed in seeds:
             hist = _history(run_dir, f"{row}-s{seed}")
-            if not hist or not (run_dir / f"{row}-s{seed}" / "best_checkpoint.txt").is_file():
-                continue  # not run, or still running
+            if not hist:
+                continue  # not run
+            done = (run_dir / f"{row}-s{seed}" / "best_checkpoint.txt").is_file()
+            epochs.append(f"{len(hist)}" + ("" if done else ", unfinished"))
             best = max(hist, key=lambda h: h["val_top1"])
             for k in keys:
                 got[k].append(best.get(k, float("nan")))
             used.append(str(seed))
         if used:
             blank = sum(got["val_blank_ratio"]) / len(used)
-            lines.append(f"| {what} | {','.join(used)} | {_mean(got['val_top1'])} | {_mean(got['val_greedy_acc'])} "
-                         f"| {blank:.2f} | {_mean(got['val_wer_greedy'])} | {_mean(got['val_wer_beam'])} |")
+            lines.append(f"| {what} | {','.join(used)} | {'; '.join(epochs)} | {_mean(got['val_top1'])} "
+                         f"| {_mean(got['val_greedy_acc'])} | {blank:.2f} | {_mean(got['val_wer_greedy'])} "
+                         f"| {_mean(got['val_wer_beam'])} |")
     return "\n".join(lines)
 
 
@@ -218,6 +223,12 @@ def main() -> None:
     else:
         # Seed-major, so an interrupted batch still covers every row.
         jobs = [(r, o, s) for s in seeds for r, _, o in rows if r in wanted]
+        # Runs started together would each create the shared sqlite MLflow store
+        # and race on its schema migration: create it once, first.
+        import mlflow
+
+        args.run_dir.mkdir(parents=True, exist_ok=True)
+        mlflow.MlflowClient(f"sqlite:///{args.run_dir.resolve() / 'mlflow.db'}").search_experiments()
         with ThreadPoolExecutor(args.parallel) as pool:
             codes = list(pool.map(lambda j: _run(j[0], j[1], j[2], args.run_dir.resolve(), args.features), jobs))
         sys.exit(max(codes, default=0))
