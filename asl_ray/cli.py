@@ -29,12 +29,16 @@ Examples:
         --set data.pose_labels=runs/wlasl100-poses/labels.csv --set extract.output_dir=runs/from-poses
   $ asl-ray train -c configs/asl_signs.yaml
   $ asl-ray train -c configs/wlasl100.yaml --set train.vocab_size=10 --set train.num_workers=2
+  $ asl-ray train -c configs/wlasl100_attention.yaml --set train.sentences.share=0.5 \\
+        --set train.sentences.val=100 --set train.peak_weight=1 --set train.peak_known_only=true
   $ asl-ray tune -c configs/tune.yaml
   $ asl-ray tune -c configs/tune.yaml --set tune.name=tune-1 --resume
   $ asl-ray ui -c configs/tune.yaml
   $ asl-ray evaluate --checkpoint runs/wlasl100/top10 --split val
+  $ asl-ray evaluate --checkpoint runs/wlasl100/top10 --sentences 100
   $ asl-ray predict --checkpoint runs/wlasl100/top10 ../shared/data/wlasl100/videos/00623.mp4
   $ asl-ray show ../shared/data/wlasl100/videos/00623.mp4 -o runs/00623.png
+  $ asl-ray show VIDEO -o sheet.png --checkpoint runs/wlasl100/top10
 """
 
 
