@@ -8,7 +8,10 @@ sqlite file under the run folder (MLflow 3 refuses plain ``./mlruns``).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,23 @@ def artifact_location(cfg: Config, uri: str) -> str | None:
     return (Path(cfg.train.run_dir).resolve() / "mlartifacts").as_uri()
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """One process at a time through the first touches of a sqlite store.
+
+    Runs started together on a new store (three seeds at once) each run
+    MLflow's schema migration on the same file, and all but one exit
+    ("Online migration expected to match one row"); two may also both find no
+    experiment and both create it. A lock file beside the store serialises
+    them on this machine. A tracking server needs none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(Path(uri.removeprefix("sqlite:///")).with_suffix(".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in tree.items():
@@ -85,13 +105,14 @@ class RunTracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or tracking_uri(cfg)
-        self.client = MlflowClient(self.uri)
-        exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
-        # Tagged as model training, so the MLflow UI opens on the runs table
-        # rather than its GenAI trace overview.
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(
-            cfg.tracking.experiment, artifact_location=artifact_location(cfg, self.uri),
-            tags={"mlflow.experimentKind": "custom_model_development"})
+        with store_lock(self.uri):
+            self.client = MlflowClient(self.uri)
+            exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
+            # Tagged as model training, so the MLflow UI opens on the runs table
+            # rather than its GenAI trace overview.
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(
+                cfg.tracking.experiment, artifact_location=artifact_location(cfg, self.uri),
+                tags={"mlflow.experimentKind": "custom_model_development"})
         all_tags = {"mlflow.runName": run_name, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id

@@ -143,7 +143,7 @@ def table(run_dir: Path, seeds: list[int], epochs: int | None, features: str) ->
 def ctc_table(run_dir: Path, seeds: list[int]) -> str:
     """The CTC remedies at each run's best val epoch (exact top-1 picks it, as
     training does). A run still going, or stopped before its last epoch, is
-    shown with the epochs it has ("43 of 100, running")."""
+    shown with the epochs it has ("36, unfinished")."""
     keys = ("val_top1", "val_greedy_acc", "val_blank_ratio", "val_wer_greedy", "val_wer_beam")
     lines = ["| remedy (on the recipe) | seeds | epochs | exact top-1 | greedy top-1 | blank ratio | WER greedy "
              "| WER beam |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -223,12 +223,6 @@ def main() -> None:
     else:
         # Seed-major, so an interrupted batch still covers every row.
         jobs = [(r, o, s) for s in seeds for r, _, o in rows if r in wanted]
-        # Runs started together would each create the shared sqlite MLflow store
-        # and race on its schema migration: create it once, first.
-        import mlflow
-
-        args.run_dir.mkdir(parents=True, exist_ok=True)
-        mlflow.MlflowClient(f"sqlite:///{args.run_dir.resolve() / 'mlflow.db'}").search_experiments()
         with ThreadPoolExecutor(args.parallel) as pool:
             codes = list(pool.map(lambda j: _run(j[0], j[1], j[2], args.run_dir.resolve(), args.features), jobs))
         sys.exit(max(codes, default=0))
