@@ -197,6 +197,10 @@ class TrainConfig(_Section):
     peak_known_only: bool = Field(
         False, description="peak loss only on clips whose exact scores already rank the target first (and on "
         "sentences): turns ranked-first into read-by-greedy without pushing up glosses not yet learned")
+    presence_weight: float = Field(
+        0.0, ge=0, description="weight of the presence loss: on the frame where each target gloss is most likely, "
+        "blank must lose to the glosses together by train.presence_margin (losses.py)")
+    presence_margin: float = Field(1.0, gt=0, description="log-odds margin of the presence loss")
     aux_weight: float = Field(
         0.0, ge=0, description="multi-task: weight of a gloss classifier's cross-entropy on the pooled encoder "
         "(isolated clips)")

@@ -51,6 +51,26 @@ clips whose exact scores already rank the target first (and on sentences),
 so it turns "ranked first" into "read by greedy decoding" and leaves the
 ranking to CTC.
 
+The presence loss: blank must lose where the sign is, whatever the gloss.
+Greedy decoding reads a gloss where it beats blank *and* every other gloss.
+On a clip the model has not seen, its belief is split over a few glosses,
+each of them below blank even where the sign is plain to see; the peak loss
+asks for the target to win outright, which on training clips teaches
+certainty about identity rather than where the sign is. The presence loss
+asks only that blank lose to the glosses *together*, on the frame of the
+target's window where the target is most likely (``t_j``, chosen without
+gradient)::
+
+    s_j = log Σ_{k ≠ blank} p_{t_j}(k) - log p_{t_j}(blank)     (log-odds of "a sign")
+    presence = mean_j relu(δ - s_j)
+
+Its gradient raises every gloss's logit on ``t_j`` in proportion to its
+probability there and lowers blank, so the ranking of glosses on that frame
+(which CTC trains) is left as it was; what is learnt is "a sign is here",
+which carries over to unseen clips better than which sign. Greedy decoding
+then reads the best gloss on the sign's frames. It needs no known-only
+restriction, because it never pushes up a gloss the model ranks low.
+
 The auxiliary classifier (multi-task): cross-entropy of the model's gloss
 classifier on the time-averaged encoder, ``aux_weight · CE(aux, label)``.
 """
@@ -93,17 +113,14 @@ def padded_targets(targets: torch.Tensor, target_lengths: torch.Tensor) -> torch
     return out
 
 
-def peak_loss(log_probs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor,
-              spans: torch.Tensor | None = None, margin: float = 1.0, rows: torch.Tensor | None = None
-              ) -> torch.Tensor:
-    """mean_j relu(margin - m_j), m_j the best-frame margin of target gloss j
-    inside its window (``spans`` (B, L, 2) [start, end) frames; None = each
-    sequence's valid frames); only the glosses of ``rows`` (B,) bool, if given."""
-    lp = log_probs.float()
+def _target_frames(lp: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor,
+                   spans: torch.Tensor | None, rows: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per target gloss j: (y (B, L) its id, own (B, T, L) its log-probability
+    on every frame, inside (B, T, L) its window, real (B, L) a real gloss of a
+    selected row)."""
     b, t, _ = lp.shape
     y = padded_targets(targets.to(lp.device), target_lengths.to(lp.device))  # (B, L)
-    if y.shape[1] == 0:
-        return lp.sum() * 0
     frame = torch.arange(t, device=lp.device)[None, :, None]
     if spans is None:
         start = torch.zeros_like(y)
@@ -112,14 +129,42 @@ def peak_loss(log_probs: torch.Tensor, lengths: torch.Tensor, targets: torch.Ten
         start, end = spans[..., 0].to(lp.device), spans[..., 1].to(lp.device)
     inside = (frame >= start[:, None]) & (frame < end[:, None])  # (B, T, L)
     own = lp.gather(2, y[:, None, :].expand(b, t, y.shape[1]))  # (B, T, L)
+    real = torch.arange(y.shape[1], device=lp.device)[None] < target_lengths.to(lp.device)[:, None]
+    if rows is not None:
+        real = real & rows.to(lp.device)[:, None]
+    return y, own, inside, real
+
+
+def peak_loss(log_probs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor,
+              spans: torch.Tensor | None = None, margin: float = 1.0, rows: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """mean_j relu(margin - m_j), m_j the best-frame margin of target gloss j
+    inside its window (``spans`` (B, L, 2) [start, end) frames; None = each
+    sequence's valid frames); only the glosses of ``rows`` (B,) bool, if given."""
+    lp = log_probs.float()
+    if not len(target_lengths) or int(target_lengths.max()) == 0:
+        return lp.sum() * 0
+    y, own, inside, real = _target_frames(lp, lengths, targets, target_lengths, spans, rows)
     top2 = lp.topk(2, dim=-1)
     first, second = top2.values[..., :1], top2.values[..., 1:]
     rival = torch.where(top2.indices[..., :1] == y[:, None, :], second, first)  # best other token per frame
     m = torch.where(inside, own - rival, torch.full_like(own, -1e4)).max(1).values  # (B, L)
-    real = torch.arange(y.shape[1], device=lp.device)[None] < target_lengths.to(lp.device)[:, None]
-    if rows is not None:
-        real = real & rows.to(lp.device)[:, None]
     return (torch.relu(margin - m) * real).sum() / real.sum().clamp(min=1)
+
+
+def presence_loss(log_probs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+                  target_lengths: torch.Tensor, spans: torch.Tensor | None = None, margin: float = 1.0
+                  ) -> torch.Tensor:
+    """mean_j relu(margin - s_j), s_j = log(1 - p(blank)) - log p(blank) on the
+    frame of target gloss j's window where gloss j is most likely."""
+    lp = log_probs.float()
+    if not len(target_lengths) or int(target_lengths.max()) == 0:
+        return lp.sum() * 0
+    _, own, inside, real = _target_frames(lp, lengths, targets, target_lengths, spans, None)
+    best = torch.where(inside, own, torch.full_like(own, -1e4)).argmax(1)  # (B, L) frame index, no gradient
+    at = lp.gather(1, best[..., None].expand(-1, -1, lp.shape[2]))  # (B, L, V+1) the log-probs on those frames
+    sign = torch.logsumexp(at[..., 1:], dim=-1) - at[..., 0]
+    return (torch.relu(margin - sign) * real).sum() / real.sum().clamp(min=1)
 
 
 def known_rows(log_probs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
@@ -148,6 +193,8 @@ def ctc_blank_loss(
     aux_logits: torch.Tensor | None = None,
     aux_weight: float = 0.0,
     peak_known_only: bool = False,
+    presence_weight: float = 0.0,
+    presence_margin: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, ctc, blank_mass) for log-probs (B, T, V+1) with blank at 0."""
     ctc = F.ctc_loss(
@@ -165,6 +212,9 @@ def ctc_blank_loss(
     if peak_weight:
         rows = known_rows(log_probs, lengths, targets, target_lengths) if peak_known_only else None
         total = total + peak_weight * peak_loss(log_probs, lengths, targets, target_lengths, spans, peak_margin, rows)
+    if presence_weight:
+        total = total + presence_weight * presence_loss(log_probs, lengths, targets, target_lengths, spans,
+                                                        presence_margin)
     if aux_weight and aux_logits is not None:
         if bool(isolated.any()):
             labels = padded_targets(targets, target_lengths)[:, 0]
@@ -186,14 +236,17 @@ class LossTerms:
     peak_margin: float = 1.0
     aux_weight: float = 0.0
     peak_known_only: bool = False
+    presence_weight: float = 0.0
+    presence_margin: float = 1.0
 
     @classmethod
     def of(cls, train: Any) -> LossTerms:
         return cls(train.blank_penalty, train.label_smoothing, train.peak_weight, train.peak_margin,
-                   train.aux_weight, train.peak_known_only)
+                   train.aux_weight, train.peak_known_only, train.presence_weight, train.presence_margin)
 
     def __call__(self, log_probs: torch.Tensor, batch: dict[str, torch.Tensor],
                  aux_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return ctc_blank_loss(log_probs, batch["lengths"], batch["targets"], batch["target_lengths"],
                               self.blank_penalty, self.label_smoothing, self.peak_weight, self.peak_margin,
-                              batch.get("spans"), aux_logits, self.aux_weight, self.peak_known_only)
+                              batch.get("spans"), aux_logits, self.aux_weight, self.peak_known_only,
+                              self.presence_weight, self.presence_margin)

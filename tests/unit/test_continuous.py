@@ -19,7 +19,7 @@ from asl_ray.decode import MetricAccumulator
 from asl_ray.extract import rows_to_table
 from asl_ray.ingest import prepare_table, sentence_table, shard_batches
 from asl_ray.inputs import input_size
-from asl_ray.losses import LossTerms, ctc_blank_loss, peak_loss
+from asl_ray.losses import LossTerms, ctc_blank_loss, peak_loss, presence_loss
 from asl_ray.model import SignModel
 from asl_ray.synthetic import synthetic_rows
 
@@ -195,6 +195,29 @@ def test_peak_loss_looks_for_each_gloss_inside_its_own_span() -> None:
     whole = peak_loss(*args, spans=None)
     own = peak_loss(*args, spans=torch.tensor([[[0, 2], [2, 4]]]))
     assert own.item() > whole.item()  # gloss 2 gets no credit for a frame outside its span
+
+
+def test_presence_loss_lowers_blank_where_the_gloss_is_likeliest_and_keeps_the_glosses_ranking() -> None:
+    lengths, targets, tl = torch.tensor([4]), torch.tensor([1]), torch.tensor([1])
+    # Frame 1: blank 0.6 against the glosses' 0.4 together (gloss 2 ahead of the target there).
+    probs = torch.tensor([[[.9, .05, .05], [.6, .15, .25], [.9, .08, .02], [.9, .05, .05]]])
+    logits = torch.log(probs).requires_grad_(True)
+    lp = torch.log_softmax(logits, -1)
+    loss = presence_loss(lp, lengths, targets, tl, margin=1.0)
+    assert loss.item() == pytest.approx(1.0 - (np.log(.4) - np.log(.6)), rel=1e-5)
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert grad[0, 1, 0] > 0 > grad[0, 1, 1] and grad[0, 1, 2] < 0  # blank down, every gloss up
+    # in proportion to its probability: the log-ratio of the two glosses does not move
+    assert float(grad[0, 1, 1] / grad[0, 1, 2]) == pytest.approx(.15 / .25, rel=1e-4)
+    assert float(grad[0, [0, 2, 3]].abs().sum()) == 0.0  # frame 1 only: where gloss 1 is likeliest
+    # Zero once blank loses there by the margin, whichever gloss leads.
+    beaten = torch.log(torch.tensor([[[.9, .05, .05], [.1, .3, .6], [.9, .05, .05], [.9, .05, .05]]]))
+    assert presence_loss(beaten, lengths, targets, tl, margin=1.0).item() == 0.0
+    assert peak_loss(beaten, lengths, targets, tl, margin=1.0).item() > 0  # the peak loss asks for gloss 1 to win
+    # Through ctc_blank_loss and its weight.
+    base = ctc_blank_loss(lp, lengths, targets, tl)[0]
+    with_presence = ctc_blank_loss(lp, lengths, targets, tl, presence_weight=2.0)[0]
+    assert (with_presence - base).item() == pytest.approx(2 * loss.item(), rel=1e-5)
 
 
 def test_the_auxiliary_head_adds_its_cross_entropy_on_isolated_clips() -> None:
