@@ -201,6 +201,10 @@ class TrainConfig(_Section):
         0.0, ge=0, description="weight of the presence loss: on the frame where each target gloss is most likely, "
         "blank must lose to the glosses together by train.presence_margin (losses.py)")
     presence_margin: float = Field(1.0, gt=0, description="log-odds margin of the presence loss")
+    label_prior: float = Field(
+        0.0, ge=0, le=1, description="scale α of the label prior in the CTC term: alignments are scored by "
+        "posterior / prior^α, the prior a running mean of the model's posteriors, so frames that say a gloss "
+        "instead of blank pay (losses.py; 0 = plain CTC)")
     aux_weight: float = Field(
         0.0, ge=0, description="multi-task: weight of a gloss classifier's cross-entropy on the pooled encoder "
         "(isolated clips)")

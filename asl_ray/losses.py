@@ -71,6 +71,29 @@ which carries over to unseen clips better than which sign. Greedy decoding
 then reads the best gloss on the sign's frames. It needs no known-only
 restriction, because it never pushes up a gloss the model ranks low.
 
+The label prior (Zeyer et al. 2021, arXiv 2105.14849; Huang et al. 2024,
+arXiv 2406.02560). Blank's share of the frames is the model's own doing:
+every alignment of a one-gloss target is mostly blank, and CTC is content
+to spread the gloss thin between blanks. With ``label_prior = α`` the CTC
+term scores each alignment by its posteriors divided by the tokens' prior
+``π`` (a running mean of the model's own posterior over the training frames,
+held without gradient)::
+
+    loss_CTC' = -log Σ_paths Π_t p_t(π_t) / π(π_t)^α
+
+Blank's prior is near 1 and each gloss's near 1/(V·something), so a path
+gains ``α·|log π(g)|`` for each frame it spends on a gloss instead of blank:
+paths that say the gloss on more of the sign's frames are preferred, and
+greedy decoding, which reads the best token per frame, can see it. The
+pressure limits itself: the more frames say glosses, the larger their
+prior, the smaller the gain. It does not trade accuracy for fewer blanks:
+among glosses the factor is nearly the same for all (WLASL100's train
+glosses are near balanced), so which gloss wins a frame is still CTC's
+doing. The scores are not normalised per frame, so the loss can go below 0;
+PyTorch's CTC gradient assumes normalised log-probabilities (it is off by
+``exp(x)`` on every valid frame, checked against a plain forward algorithm
+in the unit tests), which :func:`ctc_scores_loss` corrects.
+
 The auxiliary classifier (multi-task): cross-entropy of the model's gloss
 classifier on the time-averaged encoder, ``aux_weight · CE(aux, label)``.
 """
@@ -180,6 +203,49 @@ def known_rows(log_probs: torch.Tensor, lengths: torch.Tensor, targets: torch.Te
     return known
 
 
+def ctc_scores_loss(scores: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+                    target_lengths: torch.Tensor) -> torch.Tensor:
+    """CTC loss (mean over the batch of each sequence's loss over its target
+    length, as ``reduction="mean"``) of per-frame scores (B, T, V+1) that need
+    not be normalised; sequences too short for their target count 0."""
+    per = F.ctc_loss(scores.transpose(0, 1), targets, lengths, target_lengths, blank=0, reduction="none",
+                     zero_infinity=True)
+    weight = feasible(targets, target_lengths, lengths).to(scores.dtype) / (
+        target_lengths.to(scores.device).clamp(min=1).to(scores.dtype) * len(target_lengths))
+    # PyTorch's gradient is the true one plus exp(scores) on every valid frame
+    # (right for log_softmax outputs, whose exp sums to 1); take that back out.
+    mask = valid_frames(lengths.to(scores.device), scores.shape[1])[..., None]
+    extra = (scores.exp() * mask).sum((1, 2))
+    correction = (weight * extra).sum()
+    return (per * weight).sum() - correction + correction.detach()
+
+
+def feasible(targets: torch.Tensor, target_lengths: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: the sequence has frames for every gloss of its target and a
+    blank between repeats (otherwise CTC has no path and zero_infinity drops it)."""
+    y = padded_targets(targets, target_lengths)
+    repeats = ((y[:, 1:] == y[:, :-1]) & (y[:, 1:] > 0)).sum(1) if y.shape[1] > 1 else torch.zeros_like(
+        target_lengths)
+    return (target_lengths.to(y.device) + repeats) <= lengths.to(y.device)
+
+
+class LabelPrior:
+    """Running mean of the model's posterior over the tokens (blank at 0) on
+    the training frames; each call adds the batch and returns α·log π."""
+
+    def __init__(self, scale: float, decay: float = 0.99) -> None:
+        self.scale, self.decay = scale, decay  # decay 0.99: about the last 100 steps
+        self.prior: torch.Tensor | None = None
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            mask = valid_frames(lengths.to(log_probs.device), log_probs.shape[1])[..., None]
+            mean = (log_probs.float().exp() * mask).sum((0, 1)) / mask.sum().clamp(min=1)
+            self.prior = mean if self.prior is None else self.decay * self.prior.to(mean.device) + (
+                1 - self.decay) * mean
+            return self.scale * self.prior.clamp(min=1e-8).log()
+
+
 def ctc_blank_loss(
     log_probs: torch.Tensor,
     lengths: torch.Tensor,
@@ -195,12 +261,17 @@ def ctc_blank_loss(
     peak_known_only: bool = False,
     presence_weight: float = 0.0,
     presence_margin: float = 1.0,
+    prior: LabelPrior | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, ctc, blank_mass) for log-probs (B, T, V+1) with blank at 0."""
-    ctc = F.ctc_loss(
-        log_probs.transpose(0, 1).float(), targets, lengths, target_lengths,
-        blank=0, reduction="mean", zero_infinity=True,
-    )
+    """(total, ctc, blank_mass) for log-probs (B, T, V+1) with blank at 0;
+    with ``prior``, CTC scores the posteriors divided by the label prior."""
+    if prior is not None:
+        ctc = ctc_scores_loss(log_probs.float() - prior(log_probs, lengths), lengths, targets, target_lengths)
+    else:
+        ctc = F.ctc_loss(
+            log_probs.transpose(0, 1).float(), targets, lengths, target_lengths,
+            blank=0, reduction="mean", zero_infinity=True,
+        )
     mass = blank_mass(log_probs, lengths)
     total = ctc + blank_penalty * mass
     isolated = target_lengths == 1
@@ -238,15 +309,17 @@ class LossTerms:
     peak_known_only: bool = False
     presence_weight: float = 0.0
     presence_margin: float = 1.0
+    prior: LabelPrior | None = None  # the training run's running label prior (train.label_prior > 0)
 
     @classmethod
     def of(cls, train: Any) -> LossTerms:
         return cls(train.blank_penalty, train.label_smoothing, train.peak_weight, train.peak_margin,
-                   train.aux_weight, train.peak_known_only, train.presence_weight, train.presence_margin)
+                   train.aux_weight, train.peak_known_only, train.presence_weight, train.presence_margin,
+                   LabelPrior(train.label_prior) if train.label_prior else None)
 
     def __call__(self, log_probs: torch.Tensor, batch: dict[str, torch.Tensor],
                  aux_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return ctc_blank_loss(log_probs, batch["lengths"], batch["targets"], batch["target_lengths"],
                               self.blank_penalty, self.label_smoothing, self.peak_weight, self.peak_margin,
                               batch.get("spans"), aux_logits, self.aux_weight, self.peak_known_only,
-                              self.presence_weight, self.presence_margin)
+                              self.presence_weight, self.presence_margin, self.prior)

@@ -5,7 +5,7 @@
     python scripts/ablation.py ctc-table [--seeds 0,1,2]
 
 The ``ctc-*`` rows are the remedies that make CTC decode on its own (peak
-loss, presence loss, auxiliary classifier, training sentences), each on top of the recipe
+loss, presence loss, label prior, auxiliary classifier, training sentences), each on top of the recipe
 with 100 seeded val sentences scored every epoch; ``ctc-table`` prints exact
 and greedy top-1, blank ratio and the sentences' word error rate (greedy,
 beam) at the best val epoch.
@@ -75,6 +75,7 @@ _CTC = _BONES + _SMOOTH + _MIRROR + ["train.sentences.val=100"]
 _PEAK, _AUX, _SENT = ["train.peak_weight=1.0"], ["train.aux_weight=0.5"], ["train.sentences.share=0.5"]
 _KNOWN = ["train.peak_known_only=true"]
 _PRESENCE = ["train.presence_weight=1.0"]
+_PRIOR = ["train.label_prior=0.3"]
 CTC_ROWS: list[tuple[str, str, list[str]]] = [
     ("ctc-peak", "+ peak loss (weight 1, margin 1)", _CTC + _PEAK),
     ("ctc-peak-known", "+ peak loss on clips already ranked right (and sentences)", _CTC + _PEAK + _KNOWN),
@@ -87,6 +88,9 @@ CTC_ROWS: list[tuple[str, str, list[str]]] = [
     ("ctc-presence", "+ presence loss (weight 1, margin 1)", _CTC + _PRESENCE),
     ("ctc-presence-sentences", "+ presence loss and training sentences", _CTC + _PRESENCE + _SENT),
     ("ctc-presence-lstm", "the BiLSTM (2 layers), + presence loss", _CTC + _LSTM + _PRESENCE),
+    ("ctc-prior", "+ label prior (α 0.3) in the CTC term", _CTC + _PRIOR),
+    ("ctc-prior-sentences", "+ label prior (α 0.3) and training sentences", _CTC + _PRIOR + _SENT),
+    ("ctc-prior-lstm", "the BiLSTM (2 layers), + label prior (α 0.3)", _CTC + _LSTM + _PRIOR),
 ]
 
 

@@ -19,7 +19,7 @@ from asl_ray.decode import MetricAccumulator
 from asl_ray.extract import rows_to_table
 from asl_ray.ingest import prepare_table, sentence_table, shard_batches
 from asl_ray.inputs import input_size
-from asl_ray.losses import LossTerms, ctc_blank_loss, peak_loss, presence_loss
+from asl_ray.losses import LabelPrior, LossTerms, ctc_blank_loss, ctc_scores_loss, peak_loss, presence_loss
 from asl_ray.model import SignModel
 from asl_ray.synthetic import synthetic_rows
 
@@ -218,6 +218,60 @@ def test_presence_loss_lowers_blank_where_the_gloss_is_likeliest_and_keeps_the_g
     base = ctc_blank_loss(lp, lengths, targets, tl)[0]
     with_presence = ctc_blank_loss(lp, lengths, targets, tl, presence_weight=2.0)[0]
     assert (with_presence - base).item() == pytest.approx(2 * loss.item(), rel=1e-5)
+
+
+def _forward_algorithm_nll(x: torch.Tensor, target: list[int], length: int) -> torch.Tensor:
+    """-log Σ_paths Π_t exp(x_t(path_t)): the plain CTC forward recursion, for one (T, V+1) sequence."""
+    ext = [0]
+    for g in target:
+        ext += [g, 0]
+    alpha = [x[0, 0], x[0, ext[1]]] + [torch.tensor(-1e30, dtype=x.dtype)] * (len(ext) - 2)
+    for t in range(1, length):
+        new = []
+        for s_ in range(len(ext)):
+            terms = [alpha[s_]] + ([alpha[s_ - 1]] if s_ > 0 else [])
+            if s_ > 1 and ext[s_] != 0 and ext[s_] != ext[s_ - 2]:
+                terms.append(alpha[s_ - 2])
+            new.append(torch.logsumexp(torch.stack(terms), 0) + x[t, ext[s_]])
+        alpha = new
+    return -torch.logsumexp(torch.stack(alpha[-2:]), 0)
+
+
+def test_ctc_of_scores_that_are_not_normalised_has_the_true_gradient() -> None:
+    # PyTorch's CTC gradient is right only for log_softmax outputs; the label
+    # prior feeds it posteriors divided by a prior, so losses.py corrects it.
+    torch.manual_seed(0)
+    scores = (torch.randn(2, 6, 4, dtype=torch.float64) - 1).requires_grad_(True)
+    lengths, targets, tl = torch.tensor([6, 5]), torch.tensor([1, 2, 3]), torch.tensor([2, 1])
+    loss = ctc_scores_loss(scores, lengths, targets, tl)
+    want = (_forward_algorithm_nll(scores[0], [1, 2], 6) / 2 + _forward_algorithm_nll(scores[1], [3], 5)) / 2
+    assert loss.item() == pytest.approx(want.item(), rel=1e-9)
+    (got,) = torch.autograd.grad(loss, scores)
+    (true,) = torch.autograd.grad(want, scores)
+    assert torch.allclose(got, true, atol=1e-9)
+    (plain,) = torch.autograd.grad(torch.nn.functional.ctc_loss(
+        scores.transpose(0, 1), targets, lengths, tl, reduction="mean"), scores)
+    assert not torch.allclose(plain, true, atol=1e-3)  # what the correction is for
+    # A sequence too short for its target counts 0, with no gradient (as zero_infinity).
+    short = ctc_scores_loss(scores[:1, :1], torch.tensor([1]), torch.tensor([1, 2]), torch.tensor([2]))
+    assert short.item() == 0.0
+
+
+def test_the_label_prior_prefers_paths_that_say_the_gloss_on_more_frames() -> None:
+    peaky = torch.log(torch.tensor([[[.9, .1], [.1, .9], [.9, .1], [.9, .1]]]))  # the gloss on one frame
+    spread = torch.log(torch.tensor([[[.5, .5], [.3, .7], [.3, .7], [.5, .5]]]))  # on the sign's frames
+    lengths, targets, tl = torch.tensor([4]), torch.tensor([1]), torch.tensor([1])
+    assert ctc_blank_loss(peaky, lengths, targets, tl)[1] < ctc_blank_loss(spread, lengths, targets, tl)[1]
+    prior = LabelPrior(0.5)
+    prior.prior = torch.tensor([.95, .05])
+    prior.decay = 1.0  # hold it fixed for the comparison
+    assert ctc_blank_loss(spread, lengths, targets, tl, prior=prior)[1] < \
+        ctc_blank_loss(peaky, lengths, targets, tl, prior=prior)[1]
+    # The prior is a running mean of the posteriors on valid frames.
+    running = LabelPrior(1.0, decay=0.5)
+    lp = torch.log(torch.tensor([[[.8, .2], [.6, .4], [.5, .5]]]))
+    assert torch.allclose(running(lp, torch.tensor([2])).exp(), torch.tensor([.7, .3]))
+    assert torch.allclose(running(lp[:, 2:], torch.tensor([1])).exp(), torch.tensor([.6, .4]))
 
 
 def test_the_auxiliary_head_adds_its_cross_entropy_on_isolated_clips() -> None:
