@@ -205,6 +205,9 @@ class TrainConfig(_Section):
         0.0, ge=0, le=1, description="scale α of the label prior in the CTC term: alignments are scored by "
         "posterior / prior^α, the prior a running mean of the model's posteriors, so frames that say a gloss "
         "instead of blank pay (losses.py; 0 = plain CTC)")
+    frame_terms_from_epoch: int = Field(
+        1, ge=1, description="the peak and presence losses and the label prior act from this epoch on (1 = from "
+        "the start): they slow the learning of which gloss, so CTC can learn that first")
     aux_weight: float = Field(
         0.0, ge=0, description="multi-task: weight of a gloss classifier's cross-entropy on the pooled encoder "
         "(isolated clips)")

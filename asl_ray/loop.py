@@ -268,7 +268,7 @@ def fit(
         t0 = time.perf_counter()
         metrics = {f"train_{k}": v for k, v in train_epoch(
             state.model, train_batches(epoch, limit), state.optimizer, num_classes, cfg.blank_penalty,
-            cfg.grad_clip, device, amp, cfg.label_smoothing, reduce, precision, terms,
+            cfg.grad_clip, device, amp, cfg.label_smoothing, reduce, precision, terms.at_epoch(epoch + 1),
         ).items()}
         metrics["train_seconds"] = time.perf_counter() - t0
         if val_batches is not None:

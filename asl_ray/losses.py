@@ -310,12 +310,20 @@ class LossTerms:
     presence_weight: float = 0.0
     presence_margin: float = 1.0
     prior: LabelPrior | None = None  # the training run's running label prior (train.label_prior > 0)
+    frame_terms_from: int = 1  # epoch (1-based) from which the peak and presence losses and the prior act
+
+    def at_epoch(self, epoch: int) -> LossTerms:
+        """The terms of 1-based ``epoch``: before ``frame_terms_from``, CTC with
+        the blank penalty, smoothing and the auxiliary classifier only."""
+        if epoch >= self.frame_terms_from:
+            return self
+        return LossTerms(self.blank_penalty, self.label_smoothing, aux_weight=self.aux_weight)
 
     @classmethod
     def of(cls, train: Any) -> LossTerms:
         return cls(train.blank_penalty, train.label_smoothing, train.peak_weight, train.peak_margin,
                    train.aux_weight, train.peak_known_only, train.presence_weight, train.presence_margin,
-                   LabelPrior(train.label_prior) if train.label_prior else None)
+                   LabelPrior(train.label_prior) if train.label_prior else None, train.frame_terms_from_epoch)
 
     def __call__(self, log_probs: torch.Tensor, batch: dict[str, torch.Tensor],
                  aux_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

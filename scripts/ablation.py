@@ -76,6 +76,7 @@ _PEAK, _AUX, _SENT = ["train.peak_weight=1.0"], ["train.aux_weight=0.5"], ["trai
 _KNOWN = ["train.peak_known_only=true"]
 _PRESENCE = ["train.presence_weight=1.0"]
 _PRIOR = ["train.label_prior=0.3"]
+_LATE = ["train.frame_terms_from_epoch=61"]
 CTC_ROWS: list[tuple[str, str, list[str]]] = [
     ("ctc-peak", "+ peak loss (weight 1, margin 1)", _CTC + _PEAK),
     ("ctc-peak-known", "+ peak loss on clips already ranked right (and sentences)", _CTC + _PEAK + _KNOWN),
@@ -91,6 +92,11 @@ CTC_ROWS: list[tuple[str, str, list[str]]] = [
     ("ctc-prior", "+ label prior (α 0.3) in the CTC term", _CTC + _PRIOR),
     ("ctc-prior-sentences", "+ label prior (α 0.3) and training sentences", _CTC + _PRIOR + _SENT),
     ("ctc-prior-lstm", "the BiLSTM (2 layers), + label prior (α 0.3)", _CTC + _LSTM + _PRIOR),
+    ("ctc-presence-late", "+ presence loss from epoch 61 of 100", _CTC + _PRESENCE + _LATE),
+    ("ctc-presence-late-sentences", "+ presence loss from epoch 61 and training sentences",
+     _CTC + _PRESENCE + _LATE + _SENT),
+    ("ctc-presence-late-lstm", "the BiLSTM (2 layers), + presence loss from epoch 61",
+     _CTC + _LSTM + _PRESENCE + _LATE),
 ]
 
 

@@ -274,6 +274,15 @@ def test_the_label_prior_prefers_paths_that_say_the_gloss_on_more_frames() -> No
     assert torch.allclose(running(lp[:, 2:], torch.tensor([1])).exp(), torch.tensor([.6, .4]))
 
 
+def test_frame_terms_can_wait_for_a_later_epoch() -> None:
+    terms = LossTerms(0.1, 0.1, peak_weight=1.0, aux_weight=0.5, presence_weight=1.0, prior=LabelPrior(0.3),
+                      frame_terms_from=3)
+    early = terms.at_epoch(2)
+    assert (early.peak_weight, early.presence_weight, early.prior) == (0.0, 0.0, None)
+    assert (early.blank_penalty, early.label_smoothing, early.aux_weight) == (0.1, 0.1, 0.5)
+    assert terms.at_epoch(3) is terms and terms.at_epoch(4) is terms
+
+
 def test_the_auxiliary_head_adds_its_cross_entropy_on_isolated_clips() -> None:
     torch.manual_seed(0)
     model = SignModel(5, 4, hidden_size=8, num_layers=1, dropout=0.0, aux_head=True)
