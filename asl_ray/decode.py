@@ -227,6 +227,25 @@ def collapse_summary(history: list[dict[str, float]]) -> str | None:
     return f"blank collapse in {len(hit)} of {len(history)} epochs (first {hit[0]}); {state}"
 
 
+class CollapseNotice:
+    """What to say of the collapse after an epoch: its warning once when it
+    starts, one line when it first clears, then nothing, however often it
+    flickers back (seen: five returns in a 60-epoch quickstart run, each
+    said twice); the run's summary (:func:`collapse_summary`) counts the epochs."""
+
+    def __init__(self) -> None:
+        self.state = "never"  # never -> warned -> cleared
+
+    def update(self, warning: str | None, epoch: int) -> str | None:
+        if warning and self.state == "never":
+            self.state = "warned"
+            return warning
+        if not warning and self.state == "warned":
+            self.state = "cleared"
+            return f"blank collapse cleared at epoch {epoch} (the run's summary says if it came back)"
+        return None
+
+
 def collapse_warning(metrics: dict[str, float], num_classes: int) -> str | None:
     """The report's failure: nearly every frame blank and accuracy at chance."""
     chance = 1.0 / max(num_classes, 1)

@@ -39,7 +39,7 @@ from asl_ray.checkpoint import (
 from asl_ray.config import Config, resolve_paths
 from asl_ray.console import close_bars, worker_line
 from asl_ray.dataset import Splits, describe_splits, fit_standardizer, load_splits, vocabulary_of
-from asl_ray.decode import collapse_summary, collapse_warning
+from asl_ray.decode import CollapseNotice, collapse_summary, collapse_warning
 from asl_ray.duplicates import DropPlan, usable_rows
 from asl_ray.errors import UserError
 from asl_ray.inputs import Standardizer
@@ -211,12 +211,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                             "ingest": cfg.train.ingest})
     say = emit if rank == 0 and loop_config.get("progress", True) else (lambda _: None)
     if rank == 0:
-        say(f"train: {data.description}; {count_parameters(unwrap(model)):,} parameters; "
+        # The data's description is the driver's line just above; this one adds what the workers hold.
+        say(f"train: {count_parameters(unwrap(model)):,} parameters; "
              f"{world} worker(s) on {device}, ingest {cfg.train.ingest}"
              + (f"; resuming after epoch {state.epoch}" if loaded else ""))
 
     first_step: list[float] = []
-    collapsed = [False]
+    collapse = CollapseNotice()
 
     def train_batches(epoch: int, limit: int) -> Any:
         for batch in data.train(epoch, limit):
@@ -234,13 +235,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=None)
             return
         say(epoch_line(metrics, total))
-        # Said when it starts and when it clears, not every epoch (the run's
-        # summary counts the epochs).
-        warning = collapse_warning({"blank_ratio": metrics.get("val_blank_ratio", metrics["train_blank_ratio"]),
-                                    "top1": metrics["score"]}, num_classes)
-        if bool(warning) != collapsed[0]:
-            collapsed[0] = bool(warning)
-            say(warning or f"blank collapse cleared at epoch {int(metrics['epoch'])}")
+        notice = collapse.update(collapse_warning(
+            {"blank_ratio": metrics.get("val_blank_ratio", metrics["train_blank_ratio"]), "top1": metrics["score"]},
+            num_classes), int(metrics["epoch"]))
+        if notice:
+            say(notice)
         if tracker is not None:
             tracker.log_metrics(metrics, step=int(metrics["epoch"]))
         report_with_checkpoint(st, metrics)

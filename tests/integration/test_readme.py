@@ -26,7 +26,8 @@ FAST = ["--set", "train.epochs=8", "--set", "tune.num_samples=2", "--set", "tune
 RAY_INTERNALS = re.compile(
     r"\(\w+ pid=\d+|core_worker\.cc|raylet|PlacementGroupCleaner|Token authentication|worker\.py:\d+|"
     r"streaming_executor\.py|logging_progress\.py|parquet_datasource\.py|Progress bars disabled|"
-    r"Started a local Ray instance|RayDeprecationWarning|Registered dataset logger|python worker processes")
+    r"Started a local Ray instance|RayDeprecationWarning|Registered dataset logger|python worker processes|"
+    r"Configuration for experiment|View detailed results here|To visualize your results with TensorBoard")
 
 
 def readme_commands() -> list[str]:

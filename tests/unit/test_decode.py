@@ -6,7 +6,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from asl_ray.decode import MetricAccumulator, collapse_summary, collapse_warning, greedy_decode, single_label_scores
+from asl_ray.decode import (
+    CollapseNotice,
+    MetricAccumulator,
+    collapse_summary,
+    collapse_warning,
+    greedy_decode,
+    single_label_scores,
+)
 
 
 def _brute_force(lp: np.ndarray, c: int) -> float:
@@ -80,3 +87,12 @@ def test_collapse_is_summarised_once_for_the_run() -> None:
     assert collapse_summary(cleared) == "blank collapse in 2 of 3 epochs (first 1); cleared after epoch 2"
     stuck = [epoch(1, 0.3, 0.9), epoch(2, 0.01, 0.99)]
     assert (collapse_summary(stuck) or "").startswith("blank collapse in 1 of 2 epochs (first 2); not cleared")
+
+
+def test_a_flickering_collapse_is_said_once_and_its_clearing_once() -> None:
+    notice = CollapseNotice()
+    said = [notice.update("BLANK COLLAPSE" if collapsed else None, e)
+            for e, collapsed in enumerate([False, True, True, False, True, False, True, False], 1)]
+    assert said == [None, "BLANK COLLAPSE", None,
+                    "blank collapse cleared at epoch 4 (the run's summary says if it came back)",
+                    None, None, None, None]
