@@ -28,6 +28,11 @@ def init_ray(cfg: RayConfig, **extra: Any) -> None:
     if address:
         ray.init(address=address, **options)
     else:
+        # A local worker group waits for nothing but process start-up, which on
+        # a busy 2-core machine took more than Ray Train's 60 s (seen: a tune
+        # trial failed that way and the tune then waited forever on its
+        # placement groups). Workers inherit this from the local cluster.
+        os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
         ray.init(
             num_cpus=cfg.num_cpus,
             include_dashboard=cfg.include_dashboard,
