@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from asl_ray.config import RayConfig
+from asl_ray.errors import UserError
 
 
 def init_ray(cfg: RayConfig, **extra: Any) -> None:
@@ -33,10 +34,16 @@ def init_ray(cfg: RayConfig, **extra: Any) -> None:
         # trial failed that way and the tune then waited forever on its
         # placement groups). Workers inherit this from the local cluster.
         os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
-        ray.init(
-            num_cpus=cfg.num_cpus,
-            include_dashboard=cfg.include_dashboard,
-            dashboard_host=cfg.dashboard_host,
-            **options,
-        )
+        try:
+            ray.init(
+                num_cpus=cfg.num_cpus,
+                include_dashboard=cfg.include_dashboard,
+                dashboard_host=cfg.dashboard_host,
+                **options,
+            )
+        except Exception as exc:  # Ray raises a bare Exception when its processes do not start in time
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise UserError(f"Ray could not start a local instance: {lines[0] if lines else type(exc).__name__} "
+                            "(seen on a machine busy with other work: try again when it is quieter; Ray's logs: "
+                            "/tmp/ray/session_latest/logs)") from exc
     quiet_ray()

@@ -47,3 +47,23 @@ def test_rays_error_channel_keeps_real_problems_and_drops_scheduling_notices(
     out, err = capsys.readouterr()
     assert out == "" and err.splitlines() == [
         "ray: A worker died or was killed while executing a task by an unexpected system error (OOM)."]
+
+
+def test_ray_that_cannot_start_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What Ray raised when its processes did not start in time on a busy machine.
+    import ray
+
+    from asl_ray.config import RayConfig
+    from asl_ray.errors import UserError
+    from asl_ray.raylocal import init_ray
+
+    def timed_out(**_: object) -> None:
+        raise Exception("The current node timed out during startup. This could happen because some of the "
+                        "raylet failed to startup or the GCS has become overloaded.")
+
+    monkeypatch.setattr(ray, "init", timed_out)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(UserError, match=r"^Ray could not start a local instance: The current node timed out") as err:
+        init_ray(RayConfig())
+    assert "\n" not in str(err.value)
