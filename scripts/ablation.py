@@ -156,12 +156,16 @@ def table(run_dir: Path, seeds: list[int], epochs: int | None, features: str) ->
 
 def ctc_table(run_dir: Path, seeds: list[int]) -> str:
     """The CTC remedies at each run's best val epoch (exact top-1 picks it, as
-    training does). A run still going, or stopped before its last epoch, is
-    shown with the epochs it has ("36, unfinished")."""
+    training does; for a remedy that starts late, among the epochs it was on).
+    A run still going, or stopped before its last epoch, is shown with the
+    epochs it has ("36, unfinished")."""
     keys = ("val_top1", "val_greedy_acc", "val_blank_ratio", "val_wer_greedy", "val_wer_beam")
     lines = ["| remedy (on the recipe) | seeds | epochs | exact top-1 | greedy top-1 | blank ratio | WER greedy "
              "| WER beam |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row, what, _ in CTC_ROWS:
+    for row, what, overrides in CTC_ROWS:
+        # A remedy that starts late: its best epoch among the epochs it was on
+        # (before that the run is the recipe itself).
+        start = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("train.frame_terms_from_epoch=")), 1)
         got: dict[str, list[float]] = {k: [] for k in keys}
         used, epochs = [], []
         for seed in seeds:
@@ -170,7 +174,7 @@ def ctc_table(run_dir: Path, seeds: list[int]) -> str:
                 continue  # not run
             done = (run_dir / f"{row}-s{seed}" / "best_checkpoint.txt").is_file()
             epochs.append(f"{len(hist)}" + ("" if done else ", unfinished"))
-            best = max(hist, key=lambda h: h["val_top1"])
+            best = max((h for h in hist if h["epoch"] >= start), key=lambda h: h["val_top1"], default=hist[-1])
             for k in keys:
                 got[k].append(best.get(k, float("nan")))
             used.append(str(seed))
