@@ -178,7 +178,7 @@ def _progress_callback(echo: Any, total: int, max_t: int) -> Any:
 
     class Progress(Callback):
         """One line whenever a trial starts, reports, stops or fails; on a
-        terminal, a bar of trials ended instead of the per-epoch lines."""
+        terminal, a bar of trials ended instead, with failures above it."""
 
         def __init__(self) -> None:
             self.running: set[str] = set()
@@ -188,11 +188,15 @@ def _progress_callback(echo: Any, total: int, max_t: int) -> Any:
             self.epochs: dict[str, int] = {}
             self.bar = Bar(total, "tune", "trial") if on_terminal() else None
 
-        def _say(self, line: str) -> None:
+        def _say(self, line: str, above_bar: bool = False) -> None:
+            """A plain line off a terminal; on one, the bar moves, and only
+            failures are written above it (each trial's start and end are
+            in the bar's counts and in the ranking printed at the end)."""
             if self.bar is None:
                 echo(line)
                 return
-            self.bar.write(line)
+            if above_bar:
+                self.bar.write(line)
             self.bar.update(self.done + self.stopped + self.failed,
                             f"{len(self.running)} running, {self.done} done, {self.stopped} stopped, "
                             f"{self.failed} failed")
@@ -230,7 +234,7 @@ def _progress_callback(echo: Any, total: int, max_t: int) -> Any:
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.running.discard(trial.trial_id)
             self.failed += 1
-            self._say(f"tune: trial {trial.trial_id} FAILED {self._state()}")
+            self._say(f"tune: trial {trial.trial_id} FAILED {self._state()}", above_bar=True)
 
     return Progress()
 

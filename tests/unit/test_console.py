@@ -67,3 +67,31 @@ def test_ray_that_cannot_start_is_one_line_not_a_traceback(monkeypatch: pytest.M
     with pytest.raises(UserError, match=r"^Ray could not start a local instance: The current node timed out") as err:
         init_ray(RayConfig())
     assert "\n" not in str(err.value)
+
+
+def test_tune_on_a_terminal_writes_only_failures_above_its_bar(monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    import asl_ray.search as search
+
+    lines: list[str] = []
+    for terminal in (True, False):
+        monkeypatch.setattr(search, "on_terminal", lambda t=terminal: t)
+        progress = search._progress_callback(lines.append, total=3, max_t=10)
+        trials = [SimpleNamespace(trial_id=f"t{i}", config={"overrides": {"model.dropout": 0.1}}) for i in range(3)]
+        for t in trials:
+            progress.on_trial_start(0, trials, t)
+        progress.on_trial_result(0, trials, trials[0], {"training_iteration": 10, "epoch": 10, "val_top1": 0.5})
+        progress.on_trial_complete(0, trials, trials[0])
+        progress.on_trial_complete(0, trials, trials[1])  # stopped early: it reported no epoch
+        progress.on_trial_error(0, trials, trials[2])
+        progress.close()
+        if terminal:
+            screen = capsys.readouterr().out
+            assert "tune: trial t2 FAILED" in screen
+            assert "started {" not in screen and "by ASHA" not in screen and "t0 completed" not in screen
+            assert "1 done, 1 stopped, 1 failed" in screen  # the bar's counts
+            assert lines == []
+    assert sum("started" in x for x in lines) == 3 and any("stopped early by ASHA" in x for x in lines)
+    assert any("t0 completed" in x for x in lines) and any("t2 FAILED" in x for x in lines)
