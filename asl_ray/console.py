@@ -144,6 +144,10 @@ def quiet_ray() -> None:
     # Ray's error-channel listener thread prints through this module function
     # (looked up at each call): its messages become our one-line notices.
     ray_worker.print_to_stdstream = ray_notice
+    # Ray Tune's output engine prints its experiment header (a table, the
+    # results folder, a TensorBoard hint) even at verbose=0; the legacy engine
+    # at verbose=0 prints nothing, and our tune callback says what happens.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     absorb_actor_restart_notice()
 
 

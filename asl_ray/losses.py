@@ -231,7 +231,9 @@ def feasible(targets: torch.Tensor, target_lengths: torch.Tensor, lengths: torch
 
 class LabelPrior:
     """Running mean of the model's posterior over the tokens (blank at 0) on
-    the training frames; each call adds the batch and returns α·log π."""
+    the training frames; each call adds the batch and returns α·log π. Each
+    worker keeps its own, and it is not checkpointed: a resumed run starts it
+    again from its first batch (it follows the last ~100 steps anyway)."""
 
     def __init__(self, scale: float, decay: float = 0.99) -> None:
         self.scale, self.decay = scale, decay  # decay 0.99: about the last 100 steps

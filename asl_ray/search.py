@@ -13,7 +13,6 @@ accepts as is.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from asl_ray.config import Config, Domain, dump_config, resolve_paths, validate_tree
-from asl_ray.console import Bar, on_terminal, verbose
+from asl_ray.console import Bar, on_terminal
 from asl_ray.errors import UserError
 from asl_ray.loop import stage_plan
 from asl_ray.storage import is_dir, join, write_text
@@ -308,11 +307,6 @@ def run_tune(cfg: Config, resume: bool = False, echo: Any = print) -> TuneOutcom
         "parent_run_id": parent.run_id, "mlflow_uri": uri, "trials_dir": join(path, "trials"),
     }
     progress = _progress_callback(echo, total, max_t)
-    if not verbose():
-        # Ray Tune's output engine prints its experiment header (a table, the
-        # results folder, a TensorBoard hint) even at verbose=0; the legacy
-        # engine at verbose=0 prints nothing. Our callback says what happens.
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     if resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, param_space=param_space,
                                    resume_unfinished=True, resume_errored=False, restart_errored=False)

@@ -64,9 +64,14 @@ def test_ray_that_cannot_start_is_one_line_not_a_traceback(monkeypatch: pytest.M
     monkeypatch.setattr(ray, "init", timed_out)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
     with pytest.raises(UserError, match=r"^Ray could not start a local instance: The current node timed out") as err:
         init_ray(RayConfig())
     assert "\n" not in str(err.value)
+    # Local worker groups get 600 s to start (Ray Train's 60 s ran out on a busy machine).
+    import os
+
+    assert os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "600"
 
 
 def test_tune_on_a_terminal_writes_only_failures_above_its_bar(monkeypatch: pytest.MonkeyPatch,
