@@ -123,6 +123,9 @@ class ModelConfig(_Section):
     lstm_mode: Literal["masked", "packed", "padded"] = Field(
         "masked", description="how the BiLSTM keeps padding out: masked (exact, fast), packed (exact), padded (inexact)"
     )
+    subsample: int = Field(
+        1, ge=1, le=64, description="frames per CTC output step: the head reads the encoder averaged over windows "
+        "of this many frames, so a label cannot be spread thin over a long clip (model.py)")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelConfig:

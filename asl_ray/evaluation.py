@@ -75,7 +75,8 @@ def gloss_posteriors(ck: LoadedCheckpoint, samples: Sequence[Sample], speeds: Se
         probs = []
         for b in DataLoader(ds, batch_size=64, collate_fn=collate):
             lp = ck.model(b["x"], b["lengths"])
-            probs.append(torch.softmax(single_label_scores(lp, b["lengths"]), 1).numpy())
+            steps = ck.model.output_lengths(b["lengths"])
+            probs.append(torch.softmax(single_label_scores(lp, steps), 1).numpy())
         total += np.concatenate(probs)
     return total / len(speeds)
 
@@ -148,7 +149,7 @@ def evaluate_sentences(ck: LoadedCheckpoint, split: str, count: int, seed: int |
         clips = [(samples[i].landmarks, samples[i].fps) for i in group]
         x, _ = sentence_inputs(clips, ck.cfg.features, ck.standardizer, s, cap)
         with torch.no_grad():
-            lp = ck.model(torch.from_numpy(x)[None], torch.tensor([len(x)]))[0].numpy()
+            lp = ck.model(torch.from_numpy(x)[None], torch.tensor([len(x)]))[0].numpy()  # (ceil(T / k), V+1)
         ref = [samples[i].label for i in group]
         g, b = greedy(lp).glosses, beam(lp).glosses
         words += len(ref)
@@ -177,7 +178,7 @@ def predict_landmarks(ck: LoadedCheckpoint, landmarks: np.ndarray, fps: float | 
     with torch.no_grad():
         lp = ck.model(x, torch.tensor([x.shape[1]]))
     # Posterior over the single-gloss hypotheses (see decode.py).
-    probs = torch.softmax(single_label_scores(lp, torch.tensor([x.shape[1]]))[0], 0).numpy()
+    probs = torch.softmax(single_label_scores(lp, ck.model.output_lengths(torch.tensor([x.shape[1]])))[0], 0).numpy()
     order = np.argsort(-probs)[:k]
     return [(ck.vocab.glosses[i], float(probs[i])) for i in order]
 
@@ -195,10 +196,11 @@ def decode_sequence(ck: LoadedCheckpoint, landmarks: np.ndarray, fps: float | No
     with torch.no_grad():
         lp = ck.model(x, torch.tensor([x.shape[1]]))[0].numpy()
     d = beam_decoder(ck.cfg.train.sentences, ck.vocab.glosses)(lp)
-    # Frame i of the model's input is video frame round(i·(t-1)/(n-1)) (resample's uniform subsampling).
-    n = x.shape[1]
+    # CTC step i reads input frames [i·k, i·k + k - 1] (model.subsample = k); input
+    # frame j is video frame round(j·(t-1)/(n-1)) (resample's uniform subsampling).
+    n, k = x.shape[1], ck.model.subsample
     scale = (t - 1) / max(n - 1, 1)
-    return [(ck.vocab.glosses[g - 1], int(round(a * scale)), int(round(b * scale)))
+    return [(ck.vocab.glosses[g - 1], int(round(a * k * scale)), int(round(min(b * k + k - 1, n - 1) * scale)))
             for g, (a, b) in zip(d.glosses, d.spans, strict=True)]
 
 

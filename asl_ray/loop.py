@@ -29,6 +29,7 @@ from asl_ray.config import FeaturesConfig, TrainConfig
 from asl_ray.dataset import Sample, SignDataset, collate
 from asl_ray.decode import MetricAccumulator
 from asl_ray.losses import LossTerms
+from asl_ray.model import output_lengths
 
 Batch = dict[str, torch.Tensor]
 BatchSource = Callable[[int, int], Iterable[Batch]]  # (epoch index, vocabulary limit) -> batches
@@ -120,6 +121,7 @@ def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.o
                 lp, aux = model(b["x"], b["lengths"], with_aux=True)
             else:
                 lp = model(b["x"], b["lengths"])
+        b = at_output_rate(model, b)
         loss, _, _ = terms(lp.float(), b, aux)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -167,12 +169,29 @@ def evaluate(
     for raw in loader:
         b = _to(raw, device)
         lp = model(b["x"], b["lengths"]).float()
+        b = at_output_rate(model, b)
         iso = b["labels"] > 0
         loss = terms(lp[iso], _rows(b, iso))[0] if bool(iso.any()) else None
         acc.add(lp, b["lengths"], b["labels"], float(loss) if loss is not None else 0.0, b["targets"],
                 b["target_lengths"], beam)
     acc = reduce(acc)
     return acc.compute(), acc
+
+
+def at_output_rate(model: nn.Module, b: Batch) -> Batch:
+    """The batch's lengths and gloss spans in the model's CTC steps
+    (``model.subsample`` frames each, see model.py) instead of frames."""
+    k = int(getattr(getattr(model, "module", model), "subsample", 1))
+    if k == 1:
+        return b
+    out = dict(b)
+    out["lengths"] = output_lengths(b["lengths"], k)
+    if "spans" in b:
+        sp = b["spans"]
+        start = torch.div(sp[..., 0], k, rounding_mode="floor")
+        end = torch.maximum(start + 1, output_lengths(sp[..., 1], k))
+        out["spans"] = torch.where(sp >= 0, torch.stack([start, end], -1), sp)  # -1 padding stays
+    return out
 
 
 def _rows(b: Batch, keep: torch.Tensor) -> Batch:

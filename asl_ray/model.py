@@ -15,6 +15,17 @@ read the padding of shorter sequences first. ``lstm_mode`` chooses how:
 
 The attention encoder is a small Transformer encoder with a key-padding mask
 and learned positions.
+
+Output rate (``subsample`` = k): the CTC head reads the encoder states
+averaged over non-overlapping windows of k frames, so a sequence of T frames
+gives ceil(T / k) CTC steps (``output_lengths``). Speech recognisers do the
+same (4x frame-rate reduction) for the reason that matters here: CTC is
+content to spread a label's probability thinly over many frames, each still
+won by blank, when a sequence has far more frames than labels (an isolated
+clip: up to 160 frames for one gloss). Summed over alignments such a model
+ranks glosses well, but greedy decoding reads nothing. With fewer, wider
+steps each step must say the gloss or not (measured: README, "CTC that
+decodes"). Averaging, not striding, so no frame's evidence is dropped.
 """
 
 from __future__ import annotations
@@ -40,8 +51,10 @@ class SignModel(nn.Module):
         max_frames: int = 512,
         lstm_mode: Literal["masked", "packed", "padded"] = "masked",
         aux_head: bool = False,
+        subsample: int = 1,
     ) -> None:
         super().__init__()
+        self.subsample = subsample
         self.encoder_kind = encoder
         self.lstm_mode = lstm_mode
         self.bidirectional = bidirectional
@@ -95,13 +108,29 @@ class SignModel(nn.Module):
         With ``with_aux`` (a model built with ``aux_head``) also the gloss
         classifier's logits (B, V)."""
         h = self.encode(x, lengths)
-        lp = torch.log_softmax(self.head(h), dim=-1)
+        lp = torch.log_softmax(self.head(self.pool(h, lengths)), dim=-1)
         if not with_aux:
             return lp
         assert self.aux is not None, "with_aux needs a model built with aux_head=True"
         valid = (torch.arange(h.shape[1], device=h.device)[None, :] < lengths.to(h.device)[:, None]).to(h.dtype)
         pooled = (h * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
         return lp, self.aux(pooled)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """CTC steps of sequences of ``lengths`` frames: ceil(length / subsample)."""
+        return output_lengths(lengths, self.subsample)
+
+    def pool(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) -> (B, ceil(T / k), H): mean over each window's valid frames."""
+        k = self.subsample
+        if k == 1:
+            return h
+        b, t, width = h.shape
+        valid = (torch.arange(t, device=h.device)[None, :] < lengths.to(h.device)[:, None]).to(h.dtype)[..., None]
+        pad = (-t) % k
+        h = nn.functional.pad(h * valid, (0, 0, 0, pad)).view(b, -1, k, width).sum(2)
+        count = nn.functional.pad(valid, (0, 0, 0, pad)).view(b, -1, k, 1).sum(2)
+        return h / count.clamp(min=1)
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Encoder states (B, T, H)."""
@@ -124,6 +153,11 @@ class SignModel(nn.Module):
                                  "(resample the sequence first)")
             h = self.attn(h + self.pos[:, :t], src_key_padding_mask=pad)
         return h
+
+
+def output_lengths(lengths: torch.Tensor, subsample: int) -> torch.Tensor:
+    """ceil(lengths / subsample): the CTC steps of each sequence."""
+    return (lengths + subsample - 1) // subsample
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

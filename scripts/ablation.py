@@ -77,6 +77,7 @@ _KNOWN = ["train.peak_known_only=true"]
 _PRESENCE = ["train.presence_weight=1.0"]
 _PRIOR = ["train.label_prior=0.3"]
 _LATE = ["train.frame_terms_from_epoch=61"]
+_SUB16 = ["model.subsample=16"]
 CTC_ROWS: list[tuple[str, str, list[str]]] = [
     ("ctc-peak", "+ peak loss (weight 1, margin 1)", _CTC + _PEAK),
     ("ctc-peak-known", "+ peak loss on clips already ranked right (and sentences)", _CTC + _PEAK + _KNOWN),
@@ -97,6 +98,10 @@ CTC_ROWS: list[tuple[str, str, list[str]]] = [
      _CTC + _PRESENCE + _LATE + _SENT),
     ("ctc-presence-late-lstm", "the BiLSTM (2 layers), + presence loss from epoch 61",
      _CTC + _LSTM + _PRESENCE + _LATE),
+    ("ctc-sub8", "+ CTC step of 8 frames (model.subsample=8)", _CTC + ["model.subsample=8"]),
+    ("ctc-sub16", "+ CTC step of 16 frames (model.subsample=16)", _CTC + _SUB16),
+    ("ctc-sub16-sentences", "+ CTC step of 16 frames and training sentences", _CTC + _SUB16 + _SENT),
+    ("ctc-sub16-lstm", "the BiLSTM (2 layers), + CTC step of 16 frames", _CTC + _LSTM + _SUB16),
 ]
 
 

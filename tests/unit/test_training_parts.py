@@ -19,6 +19,7 @@ from asl_ray.inputs import BLOCK_SIZES, build_inputs, input_size
 from asl_ray.loop import (
     FitState,
     Precision,
+    at_output_rate,
     evaluate,
     fit,
     make_optimizer,
@@ -95,6 +96,35 @@ def test_model_lengths_mask_padding() -> None:
     attn = SignModel(10, 5, hidden_size=16, num_layers=1, dropout=0.0, encoder="attention").eval()
     torch.testing.assert_close(attn(x, lengths)[1, :4], attn(x[1:, :4], torch.tensor([4]))[0], atol=1e-5, rtol=1e-5)
     assert count_parameters(model) > 0
+
+
+def test_subsample_averages_windows_of_valid_frames_only() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 10, 6)
+    lengths = torch.tensor([10, 5])
+    for encoder in ("lstm", "attention"):
+        model = SignModel(6, 4, hidden_size=8, num_layers=1, dropout=0.0, encoder=encoder, subsample=4).eval()
+        out = model(x, lengths)
+        assert out.shape == (2, 3, 4)  # ceil(10 / 4) CTC steps
+        assert model.output_lengths(lengths).tolist() == [3, 2]
+        alone = model(x[1:, :5], torch.tensor([5]))
+        assert alone.shape == (1, 2, 4)
+        torch.testing.assert_close(out[1, :2], alone[0], atol=1e-5, rtol=1e-5)  # padding never leaks in
+        h = model.encode(x[:1], lengths[:1])
+        by_hand = torch.stack([h[0, 0:4].mean(0), h[0, 4:8].mean(0), h[0, 8:10].mean(0)])
+        torch.testing.assert_close(model.pool(h, lengths[:1])[0], by_hand)
+        torch.testing.assert_close(out[0], torch.log_softmax(model.head(by_hand), -1), atol=1e-5, rtol=1e-5)
+
+
+def test_batches_are_scored_in_ctc_steps_when_the_model_subsamples() -> None:
+    model = SignModel(6, 4, hidden_size=8, num_layers=1, dropout=0.0, subsample=4)
+    b = {"x": torch.zeros(2, 10, 6), "lengths": torch.tensor([10, 5]), "labels": torch.tensor([0, 2]),
+         "spans": torch.tensor([[[0, 3], [3, 10]], [[0, 5], [-1, -1]]])}
+    out = at_output_rate(model, b)
+    assert out["lengths"].tolist() == [3, 2]
+    # A gloss keeps at least one step; a span's end rounds up; padding stays -1.
+    assert out["spans"].tolist() == [[[0, 1], [0, 3]], [[0, 2], [-1, -1]]]
+    assert at_output_rate(SignModel(6, 4, hidden_size=8, num_layers=1), b) is b
 
 
 def test_reverse_within_lengths() -> None:
