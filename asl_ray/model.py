@@ -18,14 +18,15 @@ and learned positions.
 
 Output rate (``subsample`` = k): the CTC head reads the encoder states
 averaged over non-overlapping windows of k frames, so a sequence of T frames
-gives ceil(T / k) CTC steps (``output_lengths``). Speech recognisers do the
-same (4x frame-rate reduction) for the reason that matters here: CTC is
-content to spread a label's probability thinly over many frames, each still
-won by blank, when a sequence has far more frames than labels (an isolated
-clip: up to 160 frames for one gloss). Summed over alignments such a model
-ranks glosses well, but greedy decoding reads nothing. With fewer, wider
-steps each step must say the gloss or not (measured: README, "CTC that
-decodes"). Averaging, not striding, so no frame's evidence is dropped.
+gives ceil(T / k) CTC steps (``output_lengths``). Why: when a sequence has
+far more frames than labels (an isolated clip: up to 160 frames for one
+gloss), CTC is content to spread a label's probability thinly over many
+frames, each still won by blank; summed over alignments such a model ranks
+glosses well, but greedy decoding reads nothing. With a handful of wider
+steps there is little room to spread, and a step says the gloss (measured:
+README, "CTC that decodes"; speech recognisers also cut the frame rate
+before CTC, typically 4x). Averaging, not striding, so no frame's evidence
+is dropped.
 """
 
 from __future__ import annotations

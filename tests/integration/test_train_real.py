@@ -91,10 +91,13 @@ def test_two_class_check_tracks_everything(asl_features: Path, tmp_path: Path) -
 def test_sentences_train_and_decode_with_word_error_rate(asl_features: Path, tmp_path: Path) -> None:
     """CTC as CTC: training batches with sentences of clips, the peak loss and the
     auxiliary head; WER of seeded val sentences every epoch (greedy and beam),
-    in MLflow; ``evaluate --sentences``; ``predict`` on a video of two real clips."""
+    in MLflow; ``evaluate --sentences``; ``predict`` on a video of two real clips.
+    The model takes a CTC step every 4 frames (``model.subsample``), so lengths
+    and spans go through the step conversion everywhere, and predict's frame
+    spans must still land inside the video."""
     result = CliRunner().invoke(main, ["train", *_args(
         asl_features, tmp_path, "train.name=continuous", "train.epochs=8", "train.sentences.share=0.5",
-        "train.sentences.val=8", "train.peak_weight=1.0", "train.aux_weight=0.5")])
+        "train.sentences.val=8", "train.peak_weight=1.0", "train.aux_weight=0.5", "model.subsample=4")])
     assert result.exit_code == 0, result.output
     assert "epoch 8/8" in result.output and "WER greedy" in result.output and " beam " in result.output
     assert "val sentences: WER greedy" in result.output
