@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from asl_ray.checkpoint import unwrap
 from asl_ray.config import FeaturesConfig, TrainConfig
 from asl_ray.dataset import Sample, SignDataset, collate
 from asl_ray.decode import MetricAccumulator
@@ -181,7 +182,7 @@ def evaluate(
 def at_output_rate(model: nn.Module, b: Batch) -> Batch:
     """The batch's lengths and gloss spans in the model's CTC steps
     (``model.subsample`` frames each, see model.py) instead of frames."""
-    k = int(getattr(getattr(model, "module", model), "subsample", 1))
+    k = int(getattr(unwrap(model), "subsample", 1))
     if k == 1:
         return b
     out = dict(b)

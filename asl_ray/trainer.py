@@ -371,7 +371,8 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
         # Vocabulary and standardiser are fixed here, once, for every worker
         # (and every restart): from the checkpoint when resuming.
         loaded = load_checkpoint(resume_from) if resume_from else None
-        summary = summary or data_summary(cfg, loaded.vocab if loaded else None)
+        if summary is None:
+            summary = data_summary(cfg, loaded.vocab if loaded else None)
         exclude = summary.duplicates.ids
         standardizer = loaded.standardizer if loaded else stream_standardizer(cfg, summary.vocab, exclude)
         datasets = training_datasets(cfg, summary.vocab, standardizer, summary.kept["val"] > 0, exclude)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from asl_ray.console import MARK, relay
@@ -69,8 +71,6 @@ def test_ray_that_cannot_start_is_one_line_not_a_traceback(monkeypatch: pytest.M
         init_ray(RayConfig())
     assert "\n" not in str(err.value)
     # Local worker groups get 600 s to start (Ray Train's 60 s ran out on a busy machine).
-    import os
-
     assert os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "600"
 
 
