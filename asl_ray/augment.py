@@ -9,7 +9,13 @@ landmarks in the body frame (shoulder midpoint at the origin, shoulder width
 * spatial: a small rotation about each axis, a scale change and a shear;
 * Gaussian noise on every coordinate;
 * mirror: x -> -x with the signer's left and right swapped (hands and pose
-  points), so a right-handed sign becomes its left-handed form.
+  points), so a right-handed sign becomes its left-handed form;
+* landmark dropout: a hand hidden over a span of frames (``hand_drop``), or
+  everything hidden over a shorter span (``time_mask``). Hidden means NaN,
+  exactly what MediaPipe gives for a part it did not find (a hand is missing
+  in a third of WLASL100's frames), so the model learns to read a sign
+  from what is left instead of from one cue, as the Kaggle ISLR winners'
+  part and span dropout does.
 """
 
 from __future__ import annotations
@@ -76,4 +82,28 @@ def augment(landmarks: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator)
         lm = lm + rng.normal(0, cfg.noise, lm.shape).astype(np.float32)
     if cfg.mirror and rng.random() < cfg.mirror:
         lm = mirror(lm)
+    if cfg.hand_drop or cfg.time_mask:
+        lm = drop_landmarks(lm, cfg.hand_drop, cfg.time_mask, rng)
+    return lm
+
+
+def _span(rng: np.random.Generator, t: int, low: float, high: float) -> slice:
+    n = max(1, int(round(t * rng.uniform(low, high))))
+    start = int(rng.integers(0, t - n + 1))
+    return slice(start, start + n)
+
+
+def drop_landmarks(lm: np.ndarray, hand_drop: float, time_mask: float, rng: np.random.Generator) -> np.ndarray:
+    """Hide (NaN) each hand over a span of 20-60% of the frames with probability
+    ``hand_drop``, and all landmarks over a span of up to 20% with probability
+    ``time_mask``. Never hides a whole clip: a span leaves frames out."""
+    t = lm.shape[0]
+    if t < 4:
+        return lm
+    lm = lm.copy()
+    for hand in (slice(33, 54), slice(54, 75)):
+        if hand_drop and rng.random() < hand_drop:
+            lm[_span(rng, t, 0.2, 0.6), hand] = np.nan
+    if time_mask and rng.random() < time_mask:
+        lm[_span(rng, t, 0.05, 0.2)] = np.nan
     return lm

@@ -33,7 +33,7 @@ def build_model(cfg: Config, num_classes: int) -> SignModel:
     return SignModel(
         input_size(cfg.features.inputs), num_classes + 1, m.hidden_size, m.num_layers, m.dropout,
         m.bidirectional, m.encoder, m.attention_heads, max_positions(cfg), m.lstm_mode,
-        aux_head=cfg.train.aux_weight > 0, subsample=m.subsample,
+        aux_head=cfg.train.aux_weight > 0, subsample=m.subsample, conv_kernel=m.conv_kernel,
     )
 
 

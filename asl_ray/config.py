@@ -126,9 +126,14 @@ class ModelConfig(_Section):
     subsample: int = Field(
         1, ge=1, le=64, description="frames per CTC output step: the head reads the encoder averaged over windows "
         "of this many frames, so a label cannot be spread thin over a long clip (model.py)")
+    conv_kernel: int = Field(
+        0, ge=0, le=63, description="attention encoder: a temporal convolution block over this many frames before "
+        "each attention layer (depthwise, Conformer-style; 0 = none)")
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> ModelConfig:
+    def _encoder_options(self) -> ModelConfig:
+        if self.conv_kernel and self.encoder != "attention":
+            raise ValueError(f"model.conv_kernel={self.conv_kernel}: needs model.encoder=attention")
         if self.encoder == "attention" and self.hidden_size % self.attention_heads:
             raise ValueError(
                 f"model.attention_heads={self.attention_heads}: must divide model.hidden_size={self.hidden_size}"
@@ -147,6 +152,12 @@ class AugmentConfig(_Section):
     shear: float = Field(0.1, ge=0, lt=1, description="max shear coefficient")
     noise: float = Field(0.01, ge=0, description="Gaussian noise std, in shoulder widths")
     mirror: float = Field(0.0, ge=0, le=1, description="probability of a left/right mirror")
+    hand_drop: float = Field(
+        0.0, ge=0, le=1, description="probability, per hand, of hiding it (as not found) over a random span of "
+        "20-60% of the clip's frames")
+    time_mask: float = Field(
+        0.0, ge=0, le=1, description="probability of hiding every landmark over one random span of up to 20% "
+        "of the clip's frames")
 
 
 class SentencesConfig(_Section):

@@ -68,6 +68,12 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("recipe-bones", "row 9 + finger bone directions", _BONES + _SMOOTH + _MIRROR),
     ("attn-curriculum", "row 7 + vocabulary curriculum 10 -> 50 -> 100 (5 epochs each)",
      _RICH + ["train.curriculum=[10,50]", "train.curriculum_epochs=5"] + _PLAIN),
+    # #15: ingredients of the strongest landmark models, each on top of the recipe (row 13).
+    ("recipe-conv", "row 13 + a temporal convolution block (kernel 9) before each attention layer",
+     _BONES + _SMOOTH + _MIRROR + ["model.conv_kernel=9"]),
+    ("recipe-drop", "row 13 + landmark dropout (each hand hidden over 20-60% of the frames with p 0.3, "
+     "everything over up to 20% with p 0.3)",
+     _BONES + _SMOOTH + _MIRROR + ["train.augment.hand_drop=0.3", "train.augment.time_mask=0.3"]),
 ]
 
 # CTC that decodes (asl_ray/continuous, losses.py): row 13 with 100 val sentences, plus one remedy at a time.

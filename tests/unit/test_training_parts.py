@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from asl_ray.augment import augment, change_speed, mirror
+from asl_ray.augment import augment, change_speed, drop_landmarks, mirror
 from asl_ray.checkpoint import build_model, load_checkpoint, save_checkpoint
 from asl_ray.config import AugmentConfig, Config, FeaturesConfig, TrainConfig, load_config
 from asl_ray.dataset import Sample, SignDataset, collate, fit_standardizer
@@ -96,6 +96,47 @@ def test_model_lengths_mask_padding() -> None:
     attn = SignModel(10, 5, hidden_size=16, num_layers=1, dropout=0.0, encoder="attention").eval()
     torch.testing.assert_close(attn(x, lengths)[1, :4], attn(x[1:, :4], torch.tensor([4]))[0], atol=1e-5, rtol=1e-5)
     assert count_parameters(model) > 0
+
+
+def test_conv_blocks_keep_padding_out_and_reach_k_frames() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 6)
+    lengths = torch.tensor([12, 5])
+    model = SignModel(6, 4, hidden_size=8, num_layers=2, dropout=0.0, encoder="attention", conv_kernel=5).eval()
+    plain = SignModel(6, 4, hidden_size=8, num_layers=2, dropout=0.0, encoder="attention").eval()
+    assert count_parameters(model) > count_parameters(plain)
+    out = model(x, lengths)
+    torch.testing.assert_close(out[1, :5], model(x[1:, :5], torch.tensor([5]))[0], atol=1e-5, rtol=1e-5)
+    # One block alone: frame 0 reads frames 0-2 (kernel 5, centred), not frame 3.
+    block = model.convs[0]
+    nopad = torch.zeros(1, 12, dtype=torch.bool)
+    h = torch.randn(1, 12, 8)
+    moved = h.clone()
+    moved[0, 3] += torch.randn(8)  # not a constant: LayerNorm would take it out
+    assert torch.allclose(block(h, nopad)[0, 0], block(moved, nopad)[0, 0])
+    assert not torch.allclose(block(h, nopad)[0, 1], block(moved, nopad)[0, 1])
+
+
+def test_conv_kernel_needs_the_attention_encoder() -> None:
+    with pytest.raises(ValueError, match="model.conv_kernel=9: needs model.encoder=attention"):
+        Config.model_validate({"model": {"encoder": "lstm", "conv_kernel": 9}})
+
+
+def test_landmark_dropout_hides_spans_never_a_whole_clip() -> None:
+    lm = _landmarks(1, t=40)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        out = drop_landmarks(lm, 1.0, 0.0, rng)
+        for hand in (slice(33, 54), slice(54, 75)):
+            hidden = np.isnan(out[:, hand]).all(axis=(1, 2)) & ~np.isnan(lm[:, hand]).all(axis=(1, 2))
+            assert 0 < hidden.sum() <= 0.6 * 40 + 1
+        np.testing.assert_array_equal(out[:, :33], lm[:, :33])  # hand_drop leaves the pose alone
+        masked = drop_landmarks(lm, 0.0, 1.0, rng)
+        gone = np.isnan(masked).all(axis=(1, 2))
+        assert 1 <= gone.sum() <= 8 and np.ptp(np.flatnonzero(gone)) == gone.sum() - 1  # one span, <= 20%
+    np.testing.assert_array_equal(drop_landmarks(lm, 0.0, 0.0, rng), lm)
+    x = build_inputs(augment(lm, AugmentConfig(hand_drop=1.0, time_mask=1.0), rng), 25.0, list(BLOCK_SIZES))
+    assert np.isfinite(x).all()
 
 
 def test_subsample_averages_windows_of_valid_frames_only() -> None:
