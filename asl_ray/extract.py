@@ -143,13 +143,30 @@ def batch_file_name(video_ids: list[str]) -> str:
 def _quiet_native_logs() -> None:
     """Send this worker's native stderr (MediaPipe/TFLite log a line per graph
     reset) to a file, so the driver's terminal shows progress, not noise.
-    Python errors still reach the driver through Ray's task errors."""
+    Python errors still reach the driver through Ray's task errors. The file
+    goes beside the worker's own log in Ray's session log folder (where Ray
+    sends a worker's stderr), so Ray's log cleanup removes it with the rest;
+    in the system temp folder only when stderr is not a file."""
     import tempfile
 
-    log = Path(tempfile.gettempdir()) / f"asl-ray-extractor-{os.getpid()}.log"
+    log = native_log_path(os.getpid(), _stderr_file(), Path(tempfile.gettempdir()))
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 2)
     os.close(fd)
+
+
+def _stderr_file() -> str | None:
+    try:
+        return os.readlink("/proc/self/fd/2")
+    except OSError:  # not Linux
+        return None
+
+
+def native_log_path(pid: int, stderr_target: str | None, fallback: Path) -> Path:
+    """Where an extraction worker's native log goes: the folder of the file its
+    stderr is (Ray's worker-*.err), else ``fallback``."""
+    folder = Path(stderr_target).parent if stderr_target and Path(stderr_target).is_file() else fallback
+    return folder / f"asl-ray-extractor-{pid}.log"
 
 
 def _node_id() -> str:

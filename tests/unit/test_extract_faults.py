@@ -69,3 +69,18 @@ def test_the_row_written_last_counts_not_the_name_order(tmp_path: Path) -> None:
     write_atomically(rows_to_table([failed]), str(tmp_path), "part-0001.parquet")
     assert base[0]["video_id"] not in read_features(str(tmp_path)).column("video_id").to_pylist()
     assert os.path.basename(repeated_rows(str(tmp_path))[base[0]["video_id"]]) == "part-0001.parquet"
+
+
+def test_native_logs_go_beside_rays_worker_log(tmp_path: Path) -> None:
+    """An extraction worker's MediaPipe log lands in Ray's session log folder
+    (where its stderr file is), not as a stray file in /tmp."""
+    from asl_ray.extract import native_log_path
+
+    logs = tmp_path / "session" / "logs"
+    logs.mkdir(parents=True)
+    err = logs / "worker-abc-01000000-123.err"
+    err.write_text("")
+    fallback = tmp_path / "tmp"
+    assert native_log_path(123, str(err), fallback) == logs / "asl-ray-extractor-123.log"
+    assert native_log_path(123, "pipe:[4711]", fallback) == fallback / "asl-ray-extractor-123.log"
+    assert native_log_path(123, None, fallback) == fallback / "asl-ray-extractor-123.log"
