@@ -247,6 +247,11 @@ class TrainConfig(_Section):
         20000, ge=1, description="ray_data: fit the input mean/std on at most this many train sequences, files "
         "taken in a seeded random order (20k sequences are ~800k frames: the statistics are settled); null = all"
     )
+    cache_val_rows: int = Field(
+        10000, ge=0, description="ray_data: val inputs are built once and kept in the object store when val has at "
+        "most this many sequences; a larger val is rebuilt and streamed at every evaluation, so training starts "
+        "without waiting for it and the object store holds no copy of it (0 = always stream)"
+    )
     shuffle_buffer: int = Field(
         1024, ge=0, description="ray_data: rows in each worker's local shuffle buffer, on top of a new file order "
         "every epoch"

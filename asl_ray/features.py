@@ -111,8 +111,14 @@ def body_frame(pose: np.ndarray) -> BodyFrame:
     return BodyFrame(origin, scale, np.stack([e_x, e_y, e_z]))
 
 
-def hand_features(hand: np.ndarray, fps: float, is_left: bool) -> np.ndarray:
-    """18 features per frame of one hand (T, 21, 3) already in the body frame."""
+def hand_features(hand: np.ndarray, fps: float | np.ndarray, is_left: bool,
+                  first: np.ndarray | None = None) -> np.ndarray:
+    """18 features per frame of one hand (T, 21, 3) already in the body frame.
+
+    Several sequences can be done in one call (numpy's per-call cost is most
+    of the time on short clips): frames concatenated, ``fps`` per frame and
+    ``first`` marking each sequence's first frame, so no velocity crosses
+    from one sequence into the next."""
     q = np.asarray(hand, dtype=np.float64)
     t = q.shape[0]
     out = np.full((t, FEATURES_PER_HAND), np.nan)
@@ -128,13 +134,30 @@ def hand_features(hand: np.ndarray, fps: float, is_left: bool) -> np.ndarray:
         out[:, 9:12] = _unit(q[:, 9] - q[:, 0])
         wrist = q[:, 0]
         out[:, 12:15] = wrist
-        if t > 1:
-            vel = np.diff(wrist, axis=0) * (fps or DEFAULT_FPS)
-            out[1:, 15:18] = vel
-            out[0, 15:18] = vel[0]
-        else:
-            out[:, 15:18] = np.where(np.isfinite(wrist), 0.0, np.nan)
+        out[:, 15:18] = _wrist_velocity(wrist, fps, first)
     return out
+
+
+def _wrist_velocity(wrist: np.ndarray, fps: float | np.ndarray, first: np.ndarray | None) -> np.ndarray:
+    """Backward differences times the frame rate; a sequence's first frame takes
+    its second frame's value (a forward difference), or 0 in a 1-frame sequence."""
+    t = wrist.shape[0]
+    vel = np.full((t, 3), np.nan)
+    # Per frame (several sequences) or one rate for the sequence.
+    rate = np.asarray(fps, np.float64)[1:, None] if isinstance(fps, np.ndarray) else float(fps or DEFAULT_FPS)
+    if first is None:
+        first = np.zeros(t, bool)
+        first[:1] = True
+    if t > 1:
+        vel[1:] = np.diff(wrist, axis=0) * rate
+    starts = np.flatnonzero(first)
+    nxt = starts + 1
+    has_next = nxt < t
+    has_next[has_next] = ~first[nxt[has_next]]
+    vel[starts[has_next]] = vel[nxt[has_next]]
+    alone = starts[~has_next]
+    vel[alone] = np.where(np.isfinite(wrist[alone]), 0.0, np.nan)
+    return vel
 
 
 @dataclass
@@ -164,14 +187,16 @@ def video_features(pose: np.ndarray, left: np.ndarray, right: np.ndarray, fps: f
     )
 
 
-def features_from_landmarks(landmarks: np.ndarray, fps: float) -> np.ndarray:
-    """The 36 features of already-normalised landmarks (T, 75, 3).
+def features_from_landmarks(landmarks: np.ndarray, fps: float | np.ndarray,
+                            first: np.ndarray | None = None) -> np.ndarray:
+    """The 36 features of already-normalised landmarks (T, 75, 3) (several
+    sequences at once: see :func:`hand_features`).
 
     Training-time spatial augmentation perturbs the stored landmarks and calls
     this, so augmented and stored features come from the same code.
     """
     lm = np.asarray(landmarks, np.float64)
     return np.concatenate(
-        [hand_features(lm[:, 33:54], fps, is_left=True), hand_features(lm[:, 54:75], fps, is_left=False)],
+        [hand_features(lm[:, 33:54], fps, True, first), hand_features(lm[:, 54:75], fps, False, first)],
         axis=1,
     ).astype(np.float32)

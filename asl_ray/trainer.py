@@ -230,6 +230,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if first_step and len(first_step) == 1:
             # Wall clock of the run's first training step (benchmarks/scale.py reads it from the history).
             metrics["first_step_time"] = st.history[-1]["first_step_time"] = first_step[0]
+            for step, seconds in loop_config.get("startup", {}).items():
+                metrics[f"startup_{step}_s"] = st.history[-1][f"startup_{step}_s"] = seconds
             first_step.append(0.0)
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
@@ -347,12 +349,19 @@ def _check_room_for_data_prep(cfg: Config, use_gpu: bool) -> None:
 
 def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlflow_uri: str | None = None,
                   callbacks: list[Any] | None = None, progress: bool = True,
-                  summary: DataSummary | None = None) -> Any:
+                  summary: DataSummary | None = None, startup: dict[str, float] | None = None,
+                  echo: Any = None) -> Any:
     """One function that builds the TorchTrainer; ``train`` and ``tune`` both call it.
     ``progress``: rank 0 prints a line per epoch (off in a tune, which prints a
     line per trial event instead of interleaving every trial's epochs).
     ``summary``: the run's :func:`data_summary` if the caller has it already
-    (the metadata pass takes ~8 s on 100k sequences; not worth doing twice)."""
+    (the metadata pass takes ~8 s on 100k sequences; not worth doing twice).
+    ``startup``: seconds of the caller's own steps before training; the
+    standardiser and val passes are added, and the first epoch's metrics
+    carry them all (``startup_<step>_s``: where the time to the first step goes).
+    ``echo``: where to say what the long driver passes took."""
+    startup = dict(startup or {})
+    say = echo or (lambda _: None)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -374,12 +383,29 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
         if summary is None:
             summary = data_summary(cfg, loaded.vocab if loaded else None)
         exclude = summary.duplicates.ids
-        standardizer = loaded.standardizer if loaded else stream_standardizer(cfg, summary.vocab, exclude)
-        datasets = training_datasets(cfg, summary.vocab, standardizer, summary.kept["val"] > 0, exclude)
+        t0 = time.perf_counter()
+        if loaded:
+            standardizer = loaded.standardizer
+        else:
+            standardizer = stream_standardizer(cfg, summary.vocab, exclude)
+            startup["standardizer"] = time.perf_counter() - t0
+            rows = cfg.train.standardizer_rows
+            seen = summary.kept["train"] if rows is None else min(rows, summary.kept["train"])
+            say(f"train: input mean/std from {seen:,} train sequences in {startup['standardizer']:.1f} s")
+        t0 = time.perf_counter()
+        n_val = summary.kept["val"]
+        datasets = training_datasets(cfg, summary.vocab, standardizer, n_val, exclude)
+        startup["val_inputs"] = time.perf_counter() - t0
+        if 0 < n_val <= cfg.train.cache_val_rows:
+            say(f"train: val inputs of {n_val:,} sequences built in {startup['val_inputs']:.1f} s")
+        elif n_val:
+            say(f"train: val inputs of {n_val:,} sequences will be built at each evaluation (more than "
+                f"train.cache_val_rows={cfg.train.cache_val_rows:,})")
         data_config = sharded_ingest()
         loop_config |= {"glosses": list(summary.vocab.glosses), "mean": standardizer.mean.tolist(),
                         "std": standardizer.std.tolist(), "description": summary.describe(),
                         "counts": {**summary.kept, "dropped": sum(summary.dropped.values())}}
+    loop_config["startup"] = startup
     return TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
@@ -428,14 +454,19 @@ def run_training(cfg: Config, echo: Any = print) -> TrainOutcome:
             echo(f"train: {name} exists; resuming from its latest checkpoint {previous}")
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume_from": previous})})
     # Fail fast (and on the driver, with a one-line error) on data problems.
+    t0 = time.perf_counter()
     summary = data_summary(cfg, load_checkpoint(cfg.train.resume_from).vocab if cfg.train.resume_from else None)
+    startup = {"metadata": time.perf_counter() - t0}
     echo(f"train: {name}: {summary.describe()}")
     if summary.duplicates.reasons:
         echo(f"train: {summary.duplicates.line()}")
+    t0 = time.perf_counter()
     init_ray(cfg.ray)
+    startup["ray_start"] = time.perf_counter() - t0
     tracker = RunTracker(cfg, name, tags={"asl_ray.kind": "train"})
     tracker.log_params({**_config_params(cfg), **summary.duplicates.params()})
-    trainer = build_trainer(cfg, name, tracker.run_id or None, tracker.uri or None, summary=summary)
+    trainer = build_trainer(cfg, name, tracker.run_id or None, tracker.uri or None, summary=summary,
+                            startup=startup, echo=echo)
     try:
         result = trainer.fit()
     except Exception:

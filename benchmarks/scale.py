@@ -17,7 +17,10 @@ train` in a fresh process with its own local Ray (2 CPUs), the recipe model
   memory: the sum of
   PSS (shared pages split between their users, so the object store counts
   once) over the run's whole process tree, sampled every 0.5 s;
-* train samples/s of the epoch, val seconds of the epoch.
+* train samples/s of the epoch, val seconds of the epoch;
+* where the time to the first step goes: the driver's metadata pass, Ray's
+  start, the standardiser pass, building val (each timed by `asl-ray train`
+  and logged with the first epoch as ``startup_*_s``), and the rest.
 
 Two workers on these 2 cores get 0.5 CPU each and Ray Data 0.5 CPU a task,
 one worker 1 CPU and Ray Data 1 CPU.
@@ -101,7 +104,8 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="folder for the generated datasets (default: a temp folder)")
     args = ap.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="asl-ray-scale-"))
-    rows = []
+    rows, parts = [], []
+    steps = ("metadata", "ray_start", "standardizer", "val_inputs")
     for n in (int(v) for v in args.sizes.split(",")):
         feats = root / f"features-{n}"
         if not feats.is_dir():
@@ -118,10 +122,19 @@ def main() -> None:
                    f"{n_train / h['train_seconds']:7.1f} | {h.get('val_seconds', float('nan')):6.1f}")
             rows.append(row)
             print(row, flush=True)
+            took = [h.get(f"startup_{k}_s", float("nan")) for k in steps]
+            parts.append(f"{n:>7} | {w} | " + " | ".join(f"{v:5.1f}" for v in took)
+                         + f" | {r['first_step_s'] - sum(took):5.1f} | {r['first_step_s']:6.1f}")
     print("\nsequences | workers | first step s | peak RSS per worker GB | of it private (RssAnon) GB | "
           "node peak GB (PSS) | "
           "train samples/s | val s/epoch")
     print("\n".join(rows))
+    # Where the time to the first step goes (the driver's passes, then the
+    # rest: process start and imports, Ray Train's controller and workers,
+    # the first train batch through Ray Data).
+    print("\nsequences | workers | metadata s | Ray start s | standardiser s | val inputs s | the rest s | "
+          "first step s")
+    print("\n".join(parts))
     if args.wlasl_epochs:
         from asl_ray.config import load_config
         from asl_ray.trainer import data_summary

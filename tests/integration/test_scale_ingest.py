@@ -42,9 +42,16 @@ def test_kaggle_folder_of_5000_files_imports_trains_and_evaluates(local_ray, tmp
     assert "nothing to do (5000 videos already" in again[-1]
     assert len(list(feats.glob("*.parquet"))) == 20
 
-    outcome = run_training(cfg, echo=lambda _: None)
+    said: list[str] = []
+    outcome = run_training(cfg, echo=said.append)
     assert len(outcome.history) == 1 and outcome.best_checkpoint is not None
     seen = data_summary(cfg)
+    # What the wait before the first step was spent on: said, and kept with the first epoch.
+    assert any(f"val inputs of {seen.kept['val']:,} sequences built in" in line for line in said)
+    assert any(line.startswith("train: input mean/std from ") for line in said)
+    first = outcome.history[0]
+    assert all(first[f"startup_{k}_s"] > 0 for k in ("metadata", "ray_start", "standardizer", "val_inputs"))
+    assert first["first_step_time"] > 0
     ev = evaluate_checkpoint(load_checkpoint(outcome.best_checkpoint), "val")
     assert int(ev.confusion.sum()) == seen.kept["val"] > 0
     # The workers' sharded val adds up to the same metrics as scoring it in one piece.
@@ -64,7 +71,7 @@ def test_train_epochs_are_augmented_afresh_and_runs_repeat(local_ray, synthetic_
 
     cfg = _cfg(synthetic_features, tmp_path, "train.epochs=2")
     vocab = data_summary(cfg).vocab
-    ds = training_datasets(cfg, vocab, fit_standardizer(cfg, vocab), with_val=True)["train"]
+    ds = training_datasets(cfg, vocab, fit_standardizer(cfg, vocab), val_rows=0)["train"]
     epochs = [sorted((int(r["label"]), tuple(np.round(r["x"][:6], 5))) for r in ds.iter_rows()) for _ in range(2)]
     assert [lab for lab, _ in epochs[0]] == [lab for lab, _ in epochs[1]]  # the same samples, every one once
     assert epochs[0] != epochs[1]  # augmented afresh
@@ -80,9 +87,14 @@ def test_train_epochs_are_augmented_afresh_and_runs_repeat(local_ray, synthetic_
 
 
 def test_two_workers_each_score_part_of_val_and_agree(local_ray, synthetic_features: Path, tmp_path: Path) -> None:
+    """Val streamed (rebuilt at every evaluation, as a val larger than
+    train.cache_val_rows is): each epoch the two shards together hold every val
+    sequence once, and score as the whole does in one piece."""
     cfg = _cfg(synthetic_features, tmp_path, "train.epochs=2", "train.name=two", "train.num_workers=2",
-               "train.cpus_per_worker=0.5", "train.prep_cpus=0.5")
-    outcome = run_training(cfg, echo=lambda _: None)
+               "train.cpus_per_worker=0.5", "train.prep_cpus=0.5", "train.cache_val_rows=0")
+    lines: list[str] = []
+    outcome = run_training(cfg, echo=lines.append)
+    assert any("will be built at each evaluation" in line for line in lines)
     assert len(outcome.history) == 2
     last = load_checkpoint(outcome.best_checkpoint)
     ev = evaluate_checkpoint(last, "val")

@@ -15,7 +15,7 @@ from asl_ray.config import AugmentConfig, Config, FeaturesConfig, TrainConfig, l
 from asl_ray.dataset import Sample, SignDataset, collate, fit_standardizer
 from asl_ray.decode import single_label_scores
 from asl_ray.features import video_features
-from asl_ray.inputs import BLOCK_SIZES, build_inputs, input_size
+from asl_ray.inputs import BLOCK_SIZES, build_inputs, build_inputs_many, input_size
 from asl_ray.loop import (
     FitState,
     Precision,
@@ -47,6 +47,19 @@ def test_input_blocks_have_their_sizes_and_no_nan() -> None:
     assert x.shape == (14, input_size(kinds)) == (14, sum(BLOCK_SIZES.values()))
     assert np.isfinite(x).all()
     assert (x[3:6, 36 + 1] == 0).all() and (x[:3, 36 + 1] == 1).all()  # left-hand mask
+
+
+def test_inputs_of_many_clips_in_one_pass_equal_one_by_one() -> None:
+    """No velocity may cross from one clip into the next, and each clip keeps its
+    own frame rate: the one-pass inputs are bit-for-bit the per-clip ones."""
+    kinds = list(BLOCK_SIZES)
+    clips = [(_landmarks(0, t=14), 25.0), (_landmarks(1, t=9), None), (_landmarks(2, t=1), 30.0),
+             (_landmarks(3, t=2), 12.5), (_landmarks(4, t=20)[::-1], 50.0)]
+    many = build_inputs_many(clips, kinds)
+    assert [len(x) for x in many] == [14, 9, 1, 2, 20]
+    for (lm, fps), x in zip(clips, many, strict=True):
+        np.testing.assert_array_equal(x, build_inputs(lm, fps, kinds))
+    assert build_inputs_many([], kinds) == []
 
 
 def test_bones_are_unit_directions_free_of_hand_size() -> None:
