@@ -325,12 +325,12 @@ def training_datasets(cfg: Config, vocab: Vocabulary, standardizer: Standardizer
             val = val.union(clips.map_batches(
                 _sentence_batch, fn_kwargs={**kwargs, "sentences": sent.model_dump(mode="json")},
                 batch_format="pyarrow", batch_size=None, num_cpus=cfg.train.prep_cpus))
-        # Val inputs never change: a small val is built once and kept in the
-        # object store (one copy per node) for every epoch's evaluation. A
-        # large one is streamed instead: materialising 20k sequences held the
-        # first step back by their whole build and kept ~1 GB in the object
-        # store, while rebuilding them costs ~0.5 ms of prep CPU a sequence,
-        # running beside the evaluation.
+        # Val inputs never change: built once and kept in the object store
+        # (one copy per node) for every epoch's evaluation, at the cost of
+        # building them before the first step. Above train.cache_val_rows
+        # they are streamed instead: no wait and no object-store copy, but
+        # every evaluation rebuilds them (measured on 20k val sequences:
+        # 81 s an evaluation streamed, 50 s cached).
         out["val"] = val.materialize() if val_rows <= cfg.train.cache_val_rows else val
     return out
 

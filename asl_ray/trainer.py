@@ -168,6 +168,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     from asl_ray.ingest import all_reduce_metrics
 
+    entered = time.time()
     _quiet_ray_train_logs()
     cfg = Config.model_validate(loop_config["cfg"])
     ctx = ray.train.get_context()
@@ -218,6 +219,15 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     first_step: list[float] = []
     collapse = CollapseNotice()
+    # The rest of the wait before the first step, measured here (wall clocks of
+    # one node; on a cluster the driver's clock may differ a little): Ray
+    # Train starting this worker, then its own set-up (checkpoint, model).
+    startup = dict(loop_config.get("startup", {}))
+    handed_over = startup.pop("handed_over", None)
+    if handed_over is not None and loaded is None:  # a restart's wait includes the run before it
+        startup["train_workers"] = entered - handed_over
+    startup["worker_setup"] = time.time() - entered
+    ready = time.time()
 
     def train_batches(epoch: int, limit: int) -> Any:
         for batch in data.train(epoch, limit):
@@ -230,7 +240,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if first_step and len(first_step) == 1:
             # Wall clock of the run's first training step (benchmarks/scale.py reads it from the history).
             metrics["first_step_time"] = st.history[-1]["first_step_time"] = first_step[0]
-            for step, seconds in loop_config.get("startup", {}).items():
+            startup["first_batch"] = first_step[0] - ready  # the data pipeline's start and first batch
+            for step, seconds in startup.items():
                 metrics[f"startup_{step}_s"] = st.history[-1][f"startup_{step}_s"] = seconds
             first_step.append(0.0)
         if rank != 0:
@@ -405,7 +416,7 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
         loop_config |= {"glosses": list(summary.vocab.glosses), "mean": standardizer.mean.tolist(),
                         "std": standardizer.std.tolist(), "description": summary.describe(),
                         "counts": {**summary.kept, "dropped": sum(summary.dropped.values())}}
-    loop_config["startup"] = startup
+    loop_config["startup"] = {**startup, "handed_over": time.time()}  # Ray Train takes over from here
     return TorchTrainer(
         train_worker,
         train_loop_config=loop_config,

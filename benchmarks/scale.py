@@ -19,8 +19,10 @@ train` in a fresh process with its own local Ray (2 CPUs), the recipe model
   once) over the run's whole process tree, sampled every 0.5 s;
 * train samples/s of the epoch, val seconds of the epoch;
 * where the time to the first step goes: the driver's metadata pass, Ray's
-  start, the standardiser pass, building val (each timed by `asl-ray train`
-  and logged with the first epoch as ``startup_*_s``), and the rest.
+  start, the standardiser pass, building val, Ray Train starting the
+  workers, a worker's own set-up, its first batch through Ray Data (each
+  timed by `asl-ray train` and logged with the first epoch as
+  ``startup_*_s``), and the rest (process start, imports).
 
 Two workers on these 2 cores get 0.5 CPU each and Ray Data 0.5 CPU a task,
 one worker 1 CPU and Ray Data 1 CPU.
@@ -105,7 +107,7 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="asl-ray-scale-"))
     rows, parts = [], []
-    steps = ("metadata", "ray_start", "standardizer", "val_inputs")
+    steps = ("metadata", "ray_start", "standardizer", "val_inputs", "train_workers", "worker_setup", "first_batch")
     for n in (int(v) for v in args.sizes.split(",")):
         feats = root / f"features-{n}"
         if not feats.is_dir():
@@ -129,11 +131,11 @@ def main() -> None:
           "node peak GB (PSS) | "
           "train samples/s | val s/epoch")
     print("\n".join(rows))
-    # Where the time to the first step goes (the driver's passes, then the
-    # rest: process start and imports, Ray Train's controller and workers,
-    # the first train batch through Ray Data).
-    print("\nsequences | workers | metadata s | Ray start s | standardiser s | val inputs s | the rest s | "
-          "first step s")
+    # Where the time to the first step goes: the driver's passes, Ray Train
+    # starting the workers, a worker's set-up, its first batch through Ray
+    # Data; the rest is process start and imports.
+    print("\nsequences | workers | metadata s | Ray start s | standardiser s | val inputs s | Ray Train starts "
+          "the workers s | worker set-up s | first batch s | the rest s | first step s")
     print("\n".join(parts))
     if args.wlasl_epochs:
         from asl_ray.config import load_config

@@ -50,7 +50,7 @@ _PLAIN = _NO_SMOOTH + _NO_MIRROR
 # build up the BiLSTM, rows 5-9 the attention encoder up to the first recipe;
 # the rest each change one thing of row 7 or 9. Row 13 is the recipe now.
 RECIPE = "recipe-bones"  # the row that is the config as it is
-FIRST_RECIPE = "attn-smooth-mirror"  # the recipe before finger bones; rows 15-16 combine its models
+FIRST_RECIPE = "attn-smooth-mirror"  # the recipe before finger bones; the last two rows combine its models
 ROWS: list[tuple[str, str, list[str]]] = [
     ("lstm-phono", "BiLSTM 128x2 on the 36-D phonological features, no augmentation, no blank penalty",
      _LSTM + _PHONO + _NO_AUG + _NO_PENALTY + _PLAIN),

@@ -50,7 +50,8 @@ def test_kaggle_folder_of_5000_files_imports_trains_and_evaluates(local_ray, tmp
     assert any(f"val inputs of {seen.kept['val']:,} sequences built in" in line for line in said)
     assert any(line.startswith("train: input mean/std from ") for line in said)
     first = outcome.history[0]
-    assert all(first[f"startup_{k}_s"] > 0 for k in ("metadata", "ray_start", "standardizer", "val_inputs"))
+    assert all(first[f"startup_{k}_s"] > 0 for k in ("metadata", "ray_start", "standardizer", "val_inputs",
+                                                      "train_workers", "worker_setup", "first_batch"))
     assert first["first_step_time"] > 0
     ev = evaluate_checkpoint(load_checkpoint(outcome.best_checkpoint), "val")
     assert int(ev.confusion.sum()) == seen.kept["val"] > 0
