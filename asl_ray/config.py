@@ -250,7 +250,7 @@ class TrainConfig(_Section):
     cache_val_rows: int = Field(
         50000, ge=0, description="ray_data: val inputs are built once, before the first step, and kept in the object "
         "store when val has at most this many sequences; a larger val is rebuilt and streamed at every evaluation "
-        "(no wait before the first step and no object-store copy, but each evaluation is slower: 81 s against 50 s "
+        "(no wait before the first step and no object-store copy, but each evaluation is slower: 81 s against 46 s "
         "for 20k sequences, benchmarks/scale.py; 0 = always stream)"
     )
     shuffle_buffer: int = Field(
