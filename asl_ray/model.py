@@ -182,7 +182,6 @@ class ConvBlock(nn.Module):
         self.depthwise = nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2, groups=hidden)
         self.mid = nn.LayerNorm(hidden)
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.Dropout(dropout))
-        self.kernel = kernel
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         h = nn.functional.glu(self.expand(self.norm(x)), dim=-1).masked_fill(pad[..., None], 0.0)
