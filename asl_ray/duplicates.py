@@ -17,6 +17,7 @@ worse). Plain pyarrow and hashlib: tested without Ray.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,8 +46,14 @@ def file_hashes(paths: list[str], threads: int = 8) -> list[str | None]:
         except OSError:
             return None
 
+    # Only files that exist go to the pool: a pool task costs ~0.1 ms of
+    # bookkeeping, 9 s for 100k rows whose sources are not on this machine.
+    present = [i for i, p in enumerate(paths) if os.path.isfile(p)]
+    out: list[str | None] = [None] * len(paths)
     with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, paths))
+        for i, h in zip(present, pool.map(one, [paths[i] for i in present]), strict=True):
+            out[i] = h
+    return out
 
 
 @dataclass(frozen=True)

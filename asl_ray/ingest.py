@@ -11,15 +11,17 @@ partial sums added up), and hands ``TorchTrainer`` two lazy datasets:
   the model inputs on Ray Data's CPU workers: the row's random number seeds
   its augmentation, so every epoch is augmented afresh and a run is
   repeatable under ``train.seed``;
-* ``val``: the val rows, inputs built the same way without augmentation, once
-  (materialised in the object store before training starts) when val has at
-  most ``train.cache_val_rows`` sequences, else rebuilt and streamed at every
-  evaluation.
+* ``val``: the val rows, inputs built the same way without augmentation.
+  When val has at most ``train.cache_val_rows`` sequences they are built once
+  into the object store by a :class:`ValCache` actor, from the first
+  training step on (never in its way), and each rank reads its part from
+  there; a larger val is rebuilt and streamed at every evaluation.
 
-Ray Train splits both with ``streaming_split``: train into equal shards (DDP
-needs the same number of steps on every rank), val into shards that together
-hold every row once (``ShardedIngest``), so each rank scores only its part and
-the metrics are added up. Blocks live in the object store, one copy per node,
+Ray Train splits train into equal shards with ``streaming_split`` (DDP needs
+the same number of steps on every rank); val is split into parts that
+together hold every row once (a streamed val by ``ShardedIngest``, a cached
+one by ``ValCache``), so each rank scores only its part and the metrics are
+added up. Blocks live in the object store, one copy per node,
 and a worker holds only the batches it is about to train on.
 
 Plain numpy does the work (``prepare_table``, ``shard_batches``), so it is
@@ -325,14 +327,74 @@ def training_datasets(cfg: Config, vocab: Vocabulary, standardizer: Standardizer
             val = val.union(clips.map_batches(
                 _sentence_batch, fn_kwargs={**kwargs, "sentences": sent.model_dump(mode="json")},
                 batch_format="pyarrow", batch_size=None, num_cpus=cfg.train.prep_cpus))
-        # Val inputs never change: built once and kept in the object store
-        # (one copy per node) for every epoch's evaluation, at the cost of
-        # building them before the first step. Above train.cache_val_rows
-        # they are streamed instead: no wait and no object-store copy, but
-        # every evaluation rebuilds them (measured on 20k val sequences:
-        # 81 s an evaluation streamed, 46 s cached).
-        out["val"] = val.materialize() if val_rows <= cfg.train.cache_val_rows else val
+        # Lazy: streamed at every evaluation, or built once by a ValCache
+        # (the caller decides, by train.cache_val_rows).
+        out["val"] = val
     return out
+
+
+class ValCache:
+    """Val's model inputs, built once into the object store (one copy per
+    node) and handed to each rank as its part.
+
+    Val inputs never change, so every evaluation reads them from here. The
+    first evaluation builds them (the first rank to ask starts the build, the
+    others wait on it), not the driver before training: at 20k val sequences
+    that build was 33 s of a 141 s wait for the first step (2026-11-27,
+    benchmarks/scale.py). Not earlier, alongside the first epoch: on a node
+    whose CPUs are all taken (the Ray Train workers' and Ray Data's), the two
+    Ray Data executions took turns for the same CPUs and each slowed to a
+    crawl (8k train / 2k val sequences: the epoch 633 s instead of 90 s, the
+    val build 580 s). A Ray actor (no CPU of its own; Ray Data's tasks do the
+    work) with threaded methods, so that every rank can wait on ``shard``.
+    A restarted worker group finds val built.
+    """
+
+    def __init__(self, dataset: Any, world: int) -> None:
+        import threading
+
+        self._dataset, self._world = dataset, world
+        self._lock = threading.Lock()
+        self._thread: Any = None
+        self._shards: list[Any] = []
+        self._error: BaseException | None = None
+        self._seconds = 0.0
+
+    def start(self) -> None:
+        import threading
+
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._build, daemon=True)
+                self._thread.start()
+
+    def _build(self) -> None:
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            # equal=False: the parts together hold every row exactly once.
+            self._shards = self._dataset.materialize().split(self._world, equal=False)
+        except BaseException as exc:  # handed to the ranks, which fail with it
+            self._error = exc
+        self._seconds = time.perf_counter() - t0
+
+    def shard(self, rank: int) -> tuple[Any, float]:
+        """Rank ``rank``'s part of val (a MaterializedDataset) and the seconds
+        the build took; starts the build if nobody has, and waits for it."""
+        self.start()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._shards[rank], self._seconds
+
+
+def val_cache(dataset: Any, world: int) -> Any:
+    """A :class:`ValCache` actor for the lazy val ``dataset`` and ``world`` ranks."""
+    import ray
+
+    actor = ray.remote(ValCache).options(num_cpus=0, max_concurrency=world + 2)
+    return actor.remote(dataset, world)
 
 
 def sharded_ingest() -> Any:
@@ -363,8 +425,15 @@ def sharded_ingest() -> Any:
     return ShardedIngest(execution_options=options)
 
 
-def worker_sources(cfg: Config, rank: int) -> tuple[BatchSource, Any]:
-    """This worker's train :data:`BatchSource` and val batches, from its dataset shards."""
+def worker_sources(cfg: Config, rank: int, cache: Any = None, timings: dict[str, float] | None = None
+                   ) -> tuple[BatchSource, Any]:
+    """This worker's train :data:`BatchSource` and val batches: from its dataset
+    shards, val from the :class:`ValCache` actor ``cache`` when there is one
+    (the first evaluation records ``val_build`` and ``val_wait`` seconds in
+    ``timings``)."""
+    import time
+
+    import ray
     import ray.train
 
     width = _width(cfg.features)
@@ -380,17 +449,23 @@ def worker_sources(cfg: Config, rank: int) -> tuple[BatchSource, Any]:
         yield from shard_batches(rows, t.batch_size, width, rng, t.bucket_batches > 1, limit)
 
     val_shard = None
-    try:
-        val_shard = ray.train.get_dataset_shard("val")
-    except KeyError:
-        val_shard = None
+    if cache is None:
+        try:
+            val_shard = ray.train.get_dataset_shard("val")
+        except KeyError:
+            val_shard = None
 
     def val_batches() -> Iterator[Batch]:
-        assert val_shard is not None
+        nonlocal val_shard
+        if val_shard is None:
+            t0 = time.time()
+            val_shard, build = ray.get(cache.shard.remote(rank))
+            if timings is not None:
+                timings.update(val_build=build, val_wait=time.time() - t0)
         rows = val_shard.iter_batches(batch_size=64, batch_format="pyarrow", prefetch_batches=2)
         yield from shard_batches(rows, 64, width, np.random.default_rng(0), by_length=False)
 
-    return train_batches, (val_batches if val_shard is not None else None)
+    return train_batches, (val_batches if val_shard is not None or cache is not None else None)
 
 
 def all_reduce_metrics(device: torch.device) -> Any:

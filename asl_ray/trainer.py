@@ -19,7 +19,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,7 @@ class WorkerData:
     val: Any  # () -> batches of this rank's part of val, or None
     counts: dict[str, int]
     description: str
+    timings: dict[str, float] = field(default_factory=dict)  # val_build / val_wait seconds, once known
 
 
 def _worker_data(cfg: Config, loop_config: dict[str, Any], loaded: Any, rank: int, world: int) -> WorkerData:
@@ -147,9 +148,10 @@ def _worker_data(cfg: Config, loop_config: dict[str, Any], loaded: Any, rank: in
         vocab = Vocabulary(tuple(loop_config["glosses"]))
         standardizer = Standardizer(np.asarray(loop_config["mean"], np.float32),
                                     np.asarray(loop_config["std"], np.float32))
-        train, val = worker_sources(cfg, rank)
+        cache, timings = loop_config.get("val_cache"), dict[str, float]()
+        train, val = worker_sources(cfg, rank, cache, timings)
         counts = dict(loop_config["counts"])
-        return WorkerData(vocab, standardizer, train, val, counts, loop_config["description"])
+        return WorkerData(vocab, standardizer, train, val, counts, loop_config["description"], timings)
     splits = load_data(cfg, loaded.vocab if loaded else None)
     standardizer = loaded.standardizer if loaded else fit_standardizer(splits.train, cfg.features)
     train = memory_batches(splits.train, cfg.features, standardizer, cfg.train.batch_size, cfg.train.augment,
@@ -244,6 +246,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             for step, seconds in startup.items():
                 metrics[f"startup_{step}_s"] = st.history[-1][f"startup_{step}_s"] = seconds
             first_step.append(0.0)
+        for step, seconds in data.timings.items():  # the evaluation that waited for the val cache
+            metrics[f"{step}_s"] = st.history[-1][f"{step}_s"] = seconds
+        data.timings.clear()
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
@@ -386,7 +391,7 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
     if cfg.train.ingest == "ray_data":
         _check_room_for_data_prep(cfg, use_gpu)
         from asl_ray.ingest import fit_standardizer as stream_standardizer
-        from asl_ray.ingest import sharded_ingest, training_datasets
+        from asl_ray.ingest import sharded_ingest, training_datasets, val_cache
 
         # Vocabulary and standardiser are fixed here, once, for every worker
         # (and every restart): from the checkpoint when resuming.
@@ -406,12 +411,13 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
         t0 = time.perf_counter()
         n_val = summary.kept["val"]
         datasets = training_datasets(cfg, summary.vocab, standardizer, n_val, exclude)
-        startup["val_inputs"] = time.perf_counter() - t0
         if 0 < n_val <= cfg.train.cache_val_rows:
-            say(f"train: val inputs of {n_val:,} sequences built in {startup['val_inputs']:.1f} s")
+            loop_config["val_cache"] = val_cache(datasets.pop("val"), cfg.train.num_workers)
+            say(f"train: val inputs of {n_val:,} sequences are built once, at the first evaluation")
         elif n_val:
             say(f"train: val inputs of {n_val:,} sequences will be built at each evaluation (more than "
                 f"train.cache_val_rows={cfg.train.cache_val_rows:,})")
+        startup["datasets"] = time.perf_counter() - t0
         data_config = sharded_ingest()
         loop_config |= {"glosses": list(summary.vocab.glosses), "mean": standardizer.mean.tolist(),
                         "std": standardizer.std.tolist(), "description": summary.describe(),

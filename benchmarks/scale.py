@@ -11,15 +11,17 @@ train` in a fresh process with its own local Ray (2 CPUs), the recipe model
 
 * time to first step: process start -> the first training batch (the
   worker's own clock), so it includes Ray start-up, the metadata pass, the
-  streamed standardiser pass and building val;
+  streamed standardiser pass and defining the datasets (val is built
+  after the first step when it is cached, ``train.cache_val_rows``);
 * peak RSS of each Ray Train worker and its private part (RssAnon; the rest
   is mostly object-store pages shared with the node), and the node's peak
   memory: the sum of
   PSS (shared pages split between their users, so the object store counts
-  once) over the run's whole process tree, sampled every 0.5 s;
+  once) over the run's whole process tree, sampled every 2 s (the sampler's own
+  CPU time is printed: it shares the machine with the run);
 * train samples/s of the epoch, val seconds of the epoch;
 * where the time to the first step goes: the driver's metadata pass, Ray's
-  start, the standardiser pass, building val, Ray Train starting the
+  start, the standardiser pass, defining the datasets, Ray Train starting the
   workers, a worker's own set-up, its first batch through Ray Data (each
   timed by `asl-ray train` and logged with the first epoch as
   ``startup_*_s``), and the rest (process start, imports).
@@ -95,7 +97,8 @@ def train_run(features: Path, runs: Path, name: str, workers: int, epochs: int, 
     history = json.loads((ckpts[-1] / "history.json").read_text())
     return {"history": history, "first_step_s": history[0].get("first_step_time", float("nan")) - t0,
             "worker_rss_gb": [v / 2**20 for v in workers.values()],
-            "worker_anon_gb": [watch.peak_anon[p] / 2**20 for p in workers], "node_gb": watch.tree_pss / 2**20}
+            "worker_anon_gb": [watch.peak_anon[p] / 2**20 for p in workers], "node_gb": watch.tree_pss / 2**20,
+            "sampler_cpu_s": watch.cpu_seconds}
 
 
 def main() -> None:
@@ -107,7 +110,7 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="asl-ray-scale-"))
     rows, parts = [], []
-    steps = ("metadata", "ray_start", "standardizer", "val_inputs", "train_workers", "worker_setup", "first_batch")
+    steps = ("metadata", "ray_start", "standardizer", "datasets", "train_workers", "worker_setup", "first_batch")
     for n in (int(v) for v in args.sizes.split(",")):
         feats = root / f"features-{n}"
         if not feats.is_dir():
@@ -124,6 +127,9 @@ def main() -> None:
                    f"{n_train / h['train_seconds']:7.1f} | {h.get('val_seconds', float('nan')):6.1f}")
             rows.append(row)
             print(row, flush=True)
+            print(f"  (memory sampling took {r['sampler_cpu_s']:.0f} s of CPU; val build "
+                  f"{h.get('val_build_s', float('nan')):.1f} s after the first step, the first evaluation "
+                  f"waited {h.get('val_wait_s', float('nan')):.1f} s for it)", flush=True)
             took = [h.get(f"startup_{k}_s", float("nan")) for k in steps]
             parts.append(f"{n:>7} | {w} | " + " | ".join(f"{v:5.1f}" for v in took)
                          + f" | {r['first_step_s'] - sum(took):5.1f} | {r['first_step_s']:6.1f}")
@@ -134,7 +140,7 @@ def main() -> None:
     # Where the time to the first step goes: the driver's passes, Ray Train
     # starting the workers, a worker's set-up, its first batch through Ray
     # Data; the rest is process start and imports.
-    print("\nsequences | workers | metadata s | Ray start s | standardiser s | val inputs s | Ray Train starts "
+    print("\nsequences | workers | metadata s | Ray start s | standardiser s | datasets s | Ray Train starts "
           "the workers s | worker set-up s | first batch s | the rest s | first step s")
     print("\n".join(parts))
     if args.wlasl_epochs:

@@ -47,12 +47,14 @@ def test_kaggle_folder_of_5000_files_imports_trains_and_evaluates(local_ray, tmp
     assert len(outcome.history) == 1 and outcome.best_checkpoint is not None
     seen = data_summary(cfg)
     # What the wait before the first step was spent on: said, and kept with the first epoch.
-    assert any(f"val inputs of {seen.kept['val']:,} sequences built in" in line for line in said)
+    assert any(f"val inputs of {seen.kept['val']:,} sequences are built once" in line for line in said)
     assert any(line.startswith("train: input mean/std from ") for line in said)
     first = outcome.history[0]
-    assert all(first[f"startup_{k}_s"] > 0 for k in ("metadata", "ray_start", "standardizer", "val_inputs",
+    assert all(first[f"startup_{k}_s"] > 0 for k in ("metadata", "ray_start", "standardizer", "datasets",
                                                       "train_workers", "worker_setup", "first_batch"))
     assert first["first_step_time"] > 0
+    # Val was built after the first step, by the cache the first evaluation waited on.
+    assert first["val_build_s"] > 0 and first["val_wait_s"] >= 0
     ev = evaluate_checkpoint(load_checkpoint(outcome.best_checkpoint), "val")
     assert int(ev.confusion.sum()) == seen.kept["val"] > 0
     # The workers' sharded val adds up to the same metrics as scoring it in one piece.
@@ -114,3 +116,50 @@ def test_ray_data_ingest_without_room_for_data_prep_is_a_one_line_error(local_ra
     cfg = _cfg(synthetic_features, tmp_path, "train.num_workers=2", "train.name=full")
     with pytest.raises(UserError, match="train.prep_cpus=1 CPU"):
         run_training(cfg, echo=lambda _: None)
+
+
+def _explode(batch: dict) -> dict:
+    raise ValueError("val row 7 is unreadable")
+
+
+def test_val_cache_hands_each_rank_its_part_once(local_ray) -> None:
+    """The cached val: built once (whichever rank asks first starts it), split
+    so the ranks' parts hold every row exactly once; a failed build reaches
+    every rank that asks."""
+    import ray.data
+
+    from asl_ray.ingest import val_cache
+
+    cache = val_cache(ray.data.range(100, override_num_blocks=7), 3)
+    parts = [local_ray.get(cache.shard.remote(rank)) for rank in (2, 0, 1)]
+    rows = sorted(int(r["id"]) for part, _ in parts for r in part.iter_rows())
+    assert rows == list(range(100))
+    assert all(part.count() > 0 for part, _ in parts)
+    assert len({seconds for _, seconds in parts}) == 1 and parts[0][1] > 0  # one build
+    broken = val_cache(ray.data.range(10).map_batches(_explode), 2)
+    local_ray.get(broken.start.remote())
+    for rank in (0, 1):
+        with pytest.raises(Exception, match="val row 7 is unreadable"):
+            local_ray.get(broken.shard.remote(rank))
+
+
+def test_standardiser_pass_matches_memory_and_a_capped_one_repeats(local_ray, synthetic_features: Path,
+                                                                    tmp_path: Path) -> None:
+    """The streamed pass over every train sequence gives the in-memory
+    statistics; capped (``train.standardizer_rows``), it reads the same rows
+    under the same seed and stays close to the full statistics."""
+    from asl_ray.dataset import fit_standardizer as in_memory
+    from asl_ray.ingest import fit_standardizer
+    from asl_ray.trainer import load_data
+
+    full_cfg = _cfg(synthetic_features, tmp_path, "train.standardizer_rows=null")
+    vocab = data_summary(full_cfg).vocab
+    full = fit_standardizer(full_cfg, vocab)
+    memory = in_memory(load_data(full_cfg, vocab).train, full_cfg.features)
+    np.testing.assert_allclose(full.mean, memory.mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(full.std, memory.std, rtol=1e-4, atol=1e-5)
+    capped_cfg = _cfg(synthetic_features, tmp_path, "train.standardizer_rows=40")
+    first, again = fit_standardizer(capped_cfg, vocab), fit_standardizer(capped_cfg, vocab)
+    np.testing.assert_array_equal(first.mean, again.mean)
+    assert not np.array_equal(first.mean, full.mean)  # fewer rows
+    assert np.median(np.abs(first.mean - full.mean) / full.std) < 0.2
