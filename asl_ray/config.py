@@ -254,6 +254,10 @@ class TrainConfig(_Section):
         "evaluation (no object-store copy, but each evaluation is slower: 81 s against 46 s for 20k sequences, "
         "benchmarks/scale.py; 0 = always stream)"
     )
+    ingest_memory_mb: int | None = Field(
+        None, gt=0, description="ray_data: object-store memory (MiB) the train pipeline (and a streamed val) may "
+        "hold at once on its way to the workers; null = Ray Data's own budget (a share of the object store)"
+    )
     shuffle_buffer: int = Field(
         1024, ge=0, description="ray_data: rows in each worker's local shuffle buffer, on top of a new file order "
         "every epoch"

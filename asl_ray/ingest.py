@@ -397,7 +397,7 @@ def val_cache(dataset: Any, world: int) -> Any:
     return actor.remote(dataset, world)
 
 
-def sharded_ingest() -> Any:
+def sharded_ingest(memory_mb: int | None = None) -> Any:
     """Ray Train's ``DataConfig``, with every dataset but ``train`` split so that
     the shards hold each row exactly once (``equal=False``): evaluation must
     see every val sample, while train shards stay equal for DDP. Rows come out
@@ -422,6 +422,8 @@ def sharded_ingest() -> Any:
 
     options = DataConfig.default_ingest_options()
     options.preserve_order = True
+    if memory_mb is not None:  # train.ingest_memory_mb
+        options.resource_limits = options.resource_limits.copy(object_store_memory=memory_mb * 2**20)
     return ShardedIngest(execution_options=options)
 
 

@@ -418,7 +418,7 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
             say(f"train: val inputs of {n_val:,} sequences will be built at each evaluation (more than "
                 f"train.cache_val_rows={cfg.train.cache_val_rows:,})")
         startup["datasets"] = time.perf_counter() - t0
-        data_config = sharded_ingest()
+        data_config = sharded_ingest(cfg.train.ingest_memory_mb)
         loop_config |= {"glosses": list(summary.vocab.glosses), "mean": standardizer.mean.tolist(),
                         "std": standardizer.std.tolist(), "description": summary.describe(),
                         "counts": {**summary.kept, "dropped": sum(summary.dropped.values())}}

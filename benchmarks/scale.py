@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--wlasl-epochs", type=int, default=0)
     ap.add_argument("--keep", default=None, help="folder for the generated datasets (default: a temp folder)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override on top of the recipe's, for every run (repeatable)")
     args = ap.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="asl-ray-scale-"))
     rows, parts = [], []
@@ -118,7 +120,7 @@ def main() -> None:
             make_dataset(feats, n)
             print(f"generated {n} sequences in {time.perf_counter() - t:.0f}s -> {feats}", flush=True)
         for w in (int(v) for v in args.workers.split(",")):
-            r = train_run(feats, root / "runs", f"n{n}-w{w}-{int(time.time())}", w, 1, RECIPE)
+            r = train_run(feats, root / "runs", f"n{n}-w{w}-{int(time.time())}", w, 1, RECIPE + args.set)
             h = r["history"][0]
             n_train = n - (n + 4) // 5  # every 5th sequence is val
             row = (f"{n:>7} | {w} | {r['first_step_s']:6.1f} | "
