@@ -255,8 +255,11 @@ class TrainConfig(_Section):
         "benchmarks/scale.py; 0 = always stream)"
     )
     ingest_memory_mb: int | None = Field(
-        None, gt=0, description="ray_data: object-store memory (MiB) the train pipeline (and a streamed val) may "
-        "hold at once on its way to the workers; null = Ray Data's own budget (a share of the object store)"
+        512, gt=0, description="ray_data: object-store memory (MiB) the train pipeline (and a streamed val) may "
+        "hold at once on its way to the workers; null = Ray Data's own budget (a share of the object store). "
+        "At 100k sequences on 2 cores, 512 against Ray Data's budget: first step 48 s against 81, peak worker "
+        "RSS 1.6 against 3.4 GB, 156 against 147 samples/s (benchmarks/scale.py, 2026-11-27): unbounded, Ray "
+        "Data reads far ahead of what the workers consume"
     )
     shuffle_buffer: int = Field(
         1024, ge=0, description="ray_data: rows in each worker's local shuffle buffer, on top of a new file order "

@@ -13,9 +13,10 @@ partial sums added up), and hands ``TorchTrainer`` two lazy datasets:
   repeatable under ``train.seed``;
 * ``val``: the val rows, inputs built the same way without augmentation.
   When val has at most ``train.cache_val_rows`` sequences they are built once
-  into the object store by a :class:`ValCache` actor, from the first
-  training step on (never in its way), and each rank reads its part from
-  there; a larger val is rebuilt and streamed at every evaluation.
+  into the object store by a :class:`ValCache` actor, at the first
+  evaluation (nothing waits for them before the first step), and each rank
+  reads its part from there; a larger val is rebuilt and streamed at every
+  evaluation.
 
 Ray Train splits train into equal shards with ``streaming_split`` (DDP needs
 the same number of steps on every rank); val is split into parts that
@@ -334,8 +335,8 @@ def training_datasets(cfg: Config, vocab: Vocabulary, standardizer: Standardizer
 
 
 class ValCache:
-    """Val's model inputs, built once into the object store (one copy per
-    node) and handed to each rank as its part.
+    """Val's model inputs, built once into the object store and handed to
+    each rank as its part.
 
     Val inputs never change, so every evaluation reads them from here. The
     first evaluation builds them (the first rank to ask starts the build, the
