@@ -11,8 +11,8 @@ train` in a fresh process with its own local Ray (2 CPUs), the recipe model
 
 * time to first step: process start -> the first training batch (the
   worker's own clock), so it includes Ray start-up, the metadata pass, the
-  streamed standardiser pass and defining the datasets (val is built
-  after the first step when it is cached, ``train.cache_val_rows``);
+  streamed standardiser pass and defining the datasets (a cached val,
+  ``train.cache_val_rows``, is built at the first evaluation);
 * peak RSS of each Ray Train worker and its private part (RssAnon; the rest
   is mostly object-store pages shared with the node), and the node's peak
   memory: the sum of
@@ -129,8 +129,8 @@ def main() -> None:
                    f"{n_train / h['train_seconds']:7.1f} | {h.get('val_seconds', float('nan')):6.1f}")
             rows.append(row)
             print(row, flush=True)
-            print(f"  (memory sampling took {r['sampler_cpu_s']:.0f} s of CPU; val build "
-                  f"{h.get('val_build_s', float('nan')):.1f} s after the first step, the first evaluation "
+            print(f"  (memory sampling took {r['sampler_cpu_s']:.0f} s of CPU; val built "
+                  f"at the first evaluation in {h.get('val_build_s', float('nan')):.1f} s, which "
                   f"waited {h.get('val_wait_s', float('nan')):.1f} s for it)", flush=True)
             took = [h.get(f"startup_{k}_s", float("nan")) for k in steps]
             parts.append(f"{n:>7} | {w} | " + " | ".join(f"{v:5.1f}" for v in took)

@@ -53,7 +53,7 @@ def test_kaggle_folder_of_5000_files_imports_trains_and_evaluates(local_ray, tmp
     assert all(first[f"startup_{k}_s"] > 0 for k in ("metadata", "ray_start", "standardizer", "datasets",
                                                       "train_workers", "worker_setup", "first_batch"))
     assert first["first_step_time"] > 0
-    # Val was built after the first step, by the cache the first evaluation waited on.
+    # Val was built at the first evaluation, by the cache that evaluation waited on.
     assert first["val_build_s"] > 0 and first["val_wait_s"] >= 0
     ev = evaluate_checkpoint(load_checkpoint(outcome.best_checkpoint), "val")
     assert int(ev.confusion.sum()) == seen.kept["val"] > 0
