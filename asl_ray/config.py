@@ -225,6 +225,11 @@ class TrainConfig(_Section):
     aux_weight: float = Field(
         0.0, ge=0, description="multi-task: weight of a gloss classifier's cross-entropy on the pooled encoder "
         "(isolated clips)")
+    ema_decay: float = Field(
+        0.0, ge=0, lt=1, description="keep an exponential moving average of the weights, this decay per optimiser "
+        "step (warmed up as min(decay, (1+n)/(10+n)) over the first steps), and evaluate, select and save it "
+        "instead of the weights being trained; the recipe's 40 steps an epoch make 0.998 an average over the "
+        "last ~12 epochs (0 = off)")
     sentences: SentencesConfig = SentencesConfig()
     schedule: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(1, ge=0)

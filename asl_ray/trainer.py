@@ -43,7 +43,16 @@ from asl_ray.decode import CollapseNotice, collapse_summary, collapse_warning
 from asl_ray.duplicates import DropPlan, usable_rows
 from asl_ray.errors import UserError
 from asl_ray.inputs import Standardizer
-from asl_ray.loop import BatchSource, FitState, fit, make_optimizer, make_scheduler, memory_batches, stage_plan
+from asl_ray.loop import (
+    BatchSource,
+    FitState,
+    fit,
+    make_average,
+    make_optimizer,
+    make_scheduler,
+    memory_batches,
+    stage_plan,
+)
 from asl_ray.model import count_parameters
 from asl_ray.storage import absolute, join, local_folder, put_file, read_features, write_text
 from asl_ray.tracking import RunTracker, check_tracking, tracking_uri
@@ -196,14 +205,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     optimizer = make_optimizer(model, cfg.train)
     total = len(stage_plan(cfg.train, num_classes))
     scheduler = make_scheduler(optimizer, cfg.train, total)
-    state = FitState(model, optimizer, scheduler)
+    # The average starts as a copy of model.pt: the checkpoint's average, when it kept one.
+    state = FitState(model, optimizer, scheduler, average=make_average(model, cfg.train.ema_decay))
     if loaded:
-        optimizer.load_state_dict(loaded.state["optimizer"])
-        scheduler.load_state_dict(loaded.state["scheduler"])
-        state.epoch = int(loaded.state["epoch"])
-        state.best_top1 = float(loaded.state["best_top1"])
-        state.best_epoch = int(loaded.state["best_epoch"])
-        state.history = list(loaded.history)
+        state.restore(loaded.state, loaded.history)
 
     tracker = None
     if rank == 0 and loop_config.get("mlflow_run_id"):
@@ -264,12 +269,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     def report_with_checkpoint(st: FitState, metrics: dict[str, float], confusion: Path | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(
-                Path(tmp), cfg, st.model, data.vocab, data.standardizer,
-                {"optimizer": st.optimizer.state_dict(), "scheduler": st.scheduler.state_dict(),
-                 "epoch": st.epoch, "best_top1": st.best_top1, "best_epoch": st.best_epoch},
-                st.history,
-            )
+            save_checkpoint(Path(tmp), cfg, st.scored_model(), data.vocab, data.standardizer, st.saved(),
+                            st.history)
             if st.last_val is not None:
                 np.save(Path(tmp) / "val_confusion.npy", st.last_val.confusion())
             elif confusion is not None and confusion.is_file():

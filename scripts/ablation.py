@@ -74,6 +74,8 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("recipe-drop", "row 13 + landmark dropout (each hand hidden over 20-60% of the frames with p 0.3, "
      "everything over up to 20% with p 0.3)",
      _BONES + _SMOOTH + _MIRROR + ["train.augment.hand_drop=0.3", "train.augment.time_mask=0.3"]),
+    ("recipe-ema", "row 13 + a moving average of the weights (decay 0.998 a step, ~12 epochs), scored and kept",
+     _BONES + _SMOOTH + _MIRROR + ["train.ema_decay=0.998"]),
 ]
 
 # CTC that decodes (asl_ray/continuous, losses.py): row 13 with 100 val sentences, plus one remedy at a time.

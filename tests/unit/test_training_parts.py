@@ -22,6 +22,7 @@ from asl_ray.loop import (
     at_output_rate,
     evaluate,
     fit,
+    make_average,
     make_optimizer,
     make_scheduler,
     memory_batches,
@@ -277,6 +278,59 @@ def test_loop_learns_a_toy_problem_and_checkpoint_roundtrips(tmp_path: Path) -> 
     m1, _ = evaluate(model, val, 3)
     m2, _ = evaluate(ck.model, val, 3)
     assert m1 == m2 and ck.vocab == vocab
+
+
+def test_weight_average_warms_up_then_follows_the_decay() -> None:
+    model = torch.nn.Linear(2, 1)
+    average = make_average(model, 0.9)
+    assert average is not None and make_average(model, 0.0) is None
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average.update_parameters(model)  # the first step copies
+    assert torch.equal(average.module.weight, model.weight)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    average.update_parameters(model)  # n = 1: decay min(0.9, 2/11)
+    d = 2 / 11
+    assert torch.allclose(average.module.weight, torch.full((1, 2), d * 1.0 + (1 - d) * 3.0))
+    for _ in range(100):  # (1 + n) / (10 + n) passes 0.9 at n = 80
+        average.update_parameters(model)
+    with torch.no_grad():
+        model.weight.fill_(13.0)
+    before = average.module.weight.clone()
+    average.update_parameters(model)  # n = 102: the decay itself
+    assert torch.allclose(average.module.weight, 0.9 * before + 0.1 * 13.0)
+
+
+def test_fit_scores_and_saves_the_weight_average_and_resumes_both(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = load_config(None, ["data.wlasl_json=x.json", "model.hidden_size=16", "model.num_layers=1",
+                             "train.epochs=3", "train.lr=0.01", "train.augment.enabled=false",
+                             "train.ema_decay=0.95"])
+    samples = _toy_samples()
+    std = fit_standardizer(samples, cfg.features)
+    model = build_model(cfg, 3)
+    opt = make_optimizer(model, cfg.train)
+    state = FitState(model, opt, make_scheduler(opt, cfg.train, 3), average=make_average(model, 0.95))
+    val = torch.utils.data.DataLoader(SignDataset(samples, cfg.features, std), batch_size=18, collate_fn=collate)
+    fit(state, cfg.train, memory_batches(samples, cfg.features, std, batch_size=6), lambda: val, 3)
+    assert state.average is not None and int(state.average.n_averaged) == 3 * 3  # 18 samples, batches of 6
+    averaged, _ = evaluate(state.average.module, val, 3, cfg.train.blank_penalty)
+    trained, _ = evaluate(model, val, 3, cfg.train.blank_penalty)
+    assert state.history[-1]["val_loss"] == pytest.approx(averaged["loss"])
+    assert averaged["loss"] != pytest.approx(trained["loss"])  # the val metrics are the average's
+
+    vocab = Vocabulary(("g0", "g1", "g2"))
+    save_checkpoint(tmp_path, cfg, state.scored_model(), vocab, std, state.saved(), state.history)
+    ck = load_checkpoint(tmp_path, with_state=True)
+    assert evaluate(ck.model, val, 3, cfg.train.blank_penalty)[0]["loss"] == pytest.approx(averaged["loss"])
+    opt2 = make_optimizer(ck.model, cfg.train)
+    again = FitState(ck.model, opt2, make_scheduler(opt2, cfg.train, 3), average=make_average(ck.model, 0.95))
+    again.restore(ck.state, ck.history)
+    assert again.epoch == 3 and again.average is not None and int(again.average.n_averaged) == 9
+    for name, w in model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[name], w)
+        assert torch.equal(again.average.module.state_dict()[name], state.average.module.state_dict()[name])
 
 
 def test_augmented_samples_stay_within_max_frames() -> None:
