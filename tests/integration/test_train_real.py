@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
@@ -130,7 +131,7 @@ def test_sentences_train_and_decode_with_word_error_rate(asl_features: Path, tmp
 
 def test_killed_two_worker_run_resumes_from_last_checkpoint(local_ray, asl_features: Path, tmp_path: Path) -> None:
     args = _args(asl_features, tmp_path, "train.name=resume", "train.num_workers=2", "train.epochs=8",
-                 "train.cpus_per_worker=0.5", "train.prep_cpus=0.5",
+                 "train.cpus_per_worker=0.5", "train.prep_cpus=0.5", "train.ema_decay=0.9",
                  "tracking.enabled=false")
     cmd = [sys.executable, "-m", "asl_ray.cli", "train", *args]
     env = {**os.environ, "RAY_ADDRESS": local_ray.get_runtime_context().gcs_address}
@@ -154,6 +155,12 @@ def test_killed_two_worker_run_resumes_from_last_checkpoint(local_ray, asl_featu
     assert latest is not None
     history = json.loads((Path(latest) / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 9))  # every epoch once, none lost
+    # The weights' moving average went on across the restart: model.pt holds
+    # it, state.pt the weights being trained and the steps averaged so far.
+    state = torch.load(Path(latest) / "state.pt", weights_only=True)
+    saved = torch.load(Path(latest) / "model.pt", weights_only=True)
+    assert state["average_steps"] >= 8  # at least one optimiser step an epoch
+    assert any(not torch.equal(saved[k], w) for k, w in state["trained_model"].items())
 
     # Started again once every epoch is done (as a tune trial is when its
     # driver died after the last checkpoint): the run reports its last epoch
