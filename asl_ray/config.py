@@ -229,7 +229,7 @@ class TrainConfig(_Section):
         0.0, ge=0, lt=1, description="keep an exponential moving average of the weights, this decay per optimiser "
         "step (warmed up as min(decay, (1+n)/(10+n)) over the first steps), and evaluate, select and save it "
         "instead of the weights being trained; the recipe's 40 steps an epoch make 0.998 an average over the "
-        "last ~12 epochs (0 = off)")
+        "last ~12 epochs; on WLASL100 it smooths the val curve but does not raise it (README, row 17; 0 = off)")
     sentences: SentencesConfig = SentencesConfig()
     schedule: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(1, ge=0)
