@@ -187,6 +187,23 @@ def train(cfg: Config) -> None:
 
 @main.command(epilog=EPILOG)
 @config_options
+def pretrain(cfg: Config) -> None:
+    """Pre-train the encoder without labels (masked-landmark reconstruction).
+
+    Reads the train split of extract.output_dir and every sequence of
+    pretrain.extra_datasets (never a val or test video), hides spans of frames
+    and learns to fill them in; prints a line per epoch and writes the encoder
+    to pretrain.output. Train from it with --set train.init_encoder=FILE (same
+    model and features sections).
+    """
+    from asl_ray.config import resolve_paths
+    from asl_ray.pretrain import run_pretraining
+
+    run_pretraining(resolve_paths(cfg), echo=click.echo)
+
+
+@main.command(epilog=EPILOG)
+@config_options
 @click.option("--resume", is_flag=True, help="Continue the interrupted tune named by tune.name.")
 def tune(cfg: Config, resume: bool) -> None:
     """Search hyper-parameters with Ray Tune (ASHA); every trial is a nested MLflow run.

@@ -279,6 +279,9 @@ class TrainConfig(_Section):
                                   "autoscaler can start GPU nodes (ray up clusters)")
     max_failures: int = Field(2, ge=-1, description="worker failures to recover from the last checkpoint")
     resume_from: str | None = Field(None, description="checkpoint folder to continue from")
+    init_encoder: str | None = Field(
+        None, description="start from this pre-trained encoder (a file `asl-ray pretrain` wrote); the CTC head "
+        "starts fresh; ignored when resuming a run")
     checkpoints_to_keep: int = Field(2, gt=0)
 
     @model_validator(mode="after")
@@ -286,6 +289,21 @@ class TrainConfig(_Section):
         if self.sentences.used and self.ingest != "ray_data":
             raise ValueError("train.sentences needs train.ingest=ray_data (sentences are built by Ray Data)")
         return self
+
+
+class PretrainConfig(_Section):
+    """``asl-ray pretrain``: masked-landmark reconstruction, no labels (pretrain.py)."""
+
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    mask_ratio: float = Field(0.5, gt=0, lt=1, description="share of each sequence's frames hidden")
+    mask_span: int = Field(8, gt=0, description="frames hidden together: a span, not scattered frames, so "
+                           "a hidden frame cannot be read off its two neighbours")
+    extra_datasets: list[str] = Field(
+        default_factory=list, description="other feature datasets (folders `asl-ray extract` wrote) whose "
+        "sequences are added, every split, labels unused; the config's own dataset gives its train split only")
+    output: str = Field("runs/pretrain/encoder.pt", description="where the pre-trained encoder is written")
 
 
 class TrackingConfig(_Section):
@@ -356,6 +374,7 @@ class Config(_Section):
     features: FeaturesConfig = FeaturesConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     tune: TuneConfig = TuneConfig()
     ray: RayConfig = RayConfig()
@@ -381,13 +400,14 @@ def resolve_paths(cfg: Config) -> Config:
         "data": data,
         "extract": cfg.extract.model_copy(update={"output_dir": _absolute(cfg.extract.output_dir)}),
         "train": cfg.train.model_copy(update={"run_dir": _absolute(cfg.train.run_dir),
-                                              "resume_from": _absolute(cfg.train.resume_from)}),
+                                              "resume_from": _absolute(cfg.train.resume_from),
+                                              "init_encoder": _absolute(cfg.train.init_encoder)}),
     })
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig, "extract": ExtractConfig, "features": FeaturesConfig, "model": ModelConfig,
-    "train": TrainConfig, "tracking": TrackingConfig, "ray": RayConfig,
+    "train": TrainConfig, "pretrain": PretrainConfig, "tracking": TrackingConfig, "ray": RayConfig,
 }
 
 

@@ -201,7 +201,12 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     data = _worker_data(cfg, loop_config, loaded, rank, world)
     num_classes = data.vocab.num_glosses
 
-    model: torch.nn.Module = ray.train.torch.prepare_model(loaded.model if loaded else build_model(cfg, num_classes))
+    model: torch.nn.Module = loaded.model if loaded else build_model(cfg, num_classes)
+    if not loaded and cfg.train.init_encoder:  # a resumed run has its own, further trained, weights
+        from asl_ray.pretrain import load_encoder, read_encoder
+
+        load_encoder(model, read_encoder(cfg.train.init_encoder), cfg.train.init_encoder)
+    model = ray.train.torch.prepare_model(model)
     optimizer = make_optimizer(model, cfg.train)
     total = len(stage_plan(cfg.train, num_classes))
     scheduler = make_scheduler(optimizer, cfg.train, total)
@@ -379,6 +384,10 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
     ``echo``: where to say what the long driver passes took."""
     startup = dict(startup or {})
     say = echo or (lambda _: None)
+    if cfg.train.init_encoder and not cfg.train.resume_from:
+        from asl_ray.pretrain import check_encoder
+
+        check_encoder(cfg)  # on the driver: a one-line error, before any worker starts
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

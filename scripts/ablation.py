@@ -76,7 +76,16 @@ ROWS: list[tuple[str, str, list[str]]] = [
      _BONES + _SMOOTH + _MIRROR + ["train.augment.hand_drop=0.3", "train.augment.time_mask=0.3"]),
     ("recipe-ema", "row 13 + a moving average of the weights (decay 0.998 a step, ~12 epochs), scored and kept",
      _BONES + _SMOOTH + _MIRROR + ["train.ema_decay=0.998"]),
+    ("recipe-pretrain", "row 13 from an encoder pre-trained without labels (masked-landmark reconstruction, "
+     "40 epochs, train videos + 84 asl-signs files)", _BONES + _SMOOTH + _MIRROR),
 ]
+# Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
+# model) with these overrides, then train from it (train.init_encoder). The
+# asl-signs features must be extracted: asl-ray extract -c configs/asl_signs.yaml
+ASL_SIGNS = ROOT / "runs" / "asl_signs" / "features"
+PRETRAIN: dict[str, list[str]] = {
+    "recipe-pretrain": ["pretrain.epochs=40", f"pretrain.extra_datasets=[{ASL_SIGNS}]"],
+}
 
 # CTC that decodes (asl_ray/continuous, losses.py): row 13 with 100 val sentences, plus one remedy at a time.
 _CTC = _BONES + _SMOOTH + _MIRROR + ["train.sentences.val=100"]
@@ -126,6 +135,16 @@ def _run(row: str, overrides: list[str], seed: int, run_dir: Path, features: str
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"start {row}-s{seed}: log {log}", flush=True)
     with log.open("a") as fh:
+        if row in PRETRAIN:
+            encoder = run_dir / f"{row}-s{seed}-encoder.pt"
+            if not encoder.is_file():  # written at the end of pre-training
+                rc = subprocess.call([*cmd[:3], "pretrain", *cmd[4:], "--set", f"pretrain.output={encoder}",
+                                      *[x for o in PRETRAIN[row] for x in ("--set", o)]],
+                                     cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+                if rc:
+                    print(f"done  {row}-s{seed}: pre-training exit {rc}", flush=True)
+                    return rc
+            cmd += ["--set", f"train.init_encoder={encoder}"]
         rc = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
     print(f"done  {row}-s{seed}: exit {rc}", flush=True)
     return rc
