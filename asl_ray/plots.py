@@ -35,6 +35,23 @@ def training_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
     return path
 
 
+def pretrain_curve(history: Sequence[dict[str, float]], path: Path) -> Path:
+    """Pre-training: reconstruction loss per epoch against predicting the mean."""
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(epochs, [h["loss"] for h in history], "-", marker=".", label="reconstruction")
+    ax.plot(epochs, [h["mean_baseline"] for h in history], "--", label="predicting the mean")
+    ax.set_title("masked-landmark pre-training (hidden frames' MSE)")
+    ax.set_xlabel("epoch")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def confusion_matrix(cm: np.ndarray, names: Sequence[str], path: Path, title: str = "") -> Path:
     """Row-normalised confusion matrix (rows = true gloss); names shown up to 100 classes."""
     n = len(names)

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import io
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -175,18 +177,28 @@ def run_pretraining(cfg: Config, echo: Callable[[str], Any] = print) -> Pretrain
     buf = io.BytesIO()
     torch.save(blob, buf)
     _write_bytes(buf.getvalue(), p.output)
+    picture = _curve(history, p.output)
+    echo(f"pretrain: loss curve {picture}")
     echo(f"pretrain: encoder written to {p.output}; train from it with --set train.init_encoder={p.output}")
     return PretrainResult(p.output, len(samples), history)
 
 
 def _write_bytes(data: bytes, location: str) -> None:
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "encoder.pt"
         path.write_bytes(data)
         put_file(path, location)
+
+
+def _curve(history: list[dict[str, float]], output: str) -> str:
+    """The loss curve beside the encoder file: ``enc.pt`` -> ``enc.png``."""
+    from asl_ray.plots import pretrain_curve
+
+    stem = output.rsplit(".", 1)[0] if output.rsplit("/", 1)[-1].count(".") else output
+    location = stem + ".png"
+    with tempfile.TemporaryDirectory() as tmp:
+        put_file(pretrain_curve(history, Path(tmp) / "curve.png"), location)
+    return location
 
 
 def read_encoder(location: str) -> dict[str, Any]:
