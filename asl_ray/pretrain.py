@@ -100,7 +100,7 @@ def unlabelled_samples(cfg: Config) -> tuple[list[Sample], dict[str, int]]:
     content hash); how many came from where."""
     import pyarrow.compute as pc
 
-    from asl_ray.trainer import load_data
+    from asl_ray.trainer import load_data, refuse_stale
 
     samples = list(load_data(cfg).train)
     counts = {cfg.extract.output_dir: len(samples)}
@@ -108,6 +108,7 @@ def unlabelled_samples(cfg: Config) -> tuple[list[Sample], dict[str, int]]:
     held_out = own.filter(pc.not_equal(own.column("split"), "train")).column("content_hash").drop_null()
     for location in cfg.pretrain.extra_datasets:
         table = read_features(location)
+        refuse_stale(table, location)
         table = table.filter(pc.invert(pc.is_in(table.column("content_hash"), value_set=held_out)))
         if not table.num_rows:
             raise UserError(f"pretrain.extra_datasets: {location} has no extracted sequences that are not "
