@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -119,10 +120,12 @@ CTC_ROWS: list[tuple[str, str, list[str]]] = [
     ("ctc-sub16", "+ CTC step of 16 frames (model.subsample=16)", _CTC + _SUB16),
     ("ctc-sub16-sentences", "+ CTC step of 16 frames and training sentences", _CTC + _SUB16 + _SENT),
     ("ctc-sub16-lstm", "the BiLSTM (2 layers), + CTC step of 16 frames", _CTC + _LSTM + _SUB16),
+    ("ctc-sub16-sentences-ema", "+ CTC step of 16 frames, training sentences and a moving average of the weights "
+     "(decay 0.998 a step)", _CTC + _SUB16 + _SENT + ["train.ema_decay=0.998"]),
 ]
 
 
-def _run(row: str, overrides: list[str], seed: int, run_dir: Path, features: str) -> int:
+def _run(row: str, overrides: list[str], seed: int, run_dir: Path, features: str, parallel: int = 1) -> int:
     cmd = [sys.executable, "-m", "asl_ray.cli", "train", "-c", str(CONFIG),
            "--set", f"train.run_dir={run_dir}", "--set", f"train.name={row}-s{seed}",
            "--set", f"train.seed={seed}", "--set", f"extract.output_dir={features}"]
@@ -138,9 +141,14 @@ def _run(row: str, overrides: list[str], seed: int, run_dir: Path, features: str
         if row in PRETRAIN:
             encoder = run_dir / f"{row}-s{seed}-encoder.pt"
             if not encoder.is_file():  # written at the end of pre-training
+                # Pre-training is one plain torch process (Ray Train sets the
+                # thread count of its own workers): several at once, each with
+                # torch's default of every core, ran 3x slower than one thread each.
+                env = dict(os.environ)
+                env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
                 rc = subprocess.call([*cmd[:3], "pretrain", *cmd[4:], "--set", f"pretrain.output={encoder}",
                                       *[x for o in PRETRAIN[row] for x in ("--set", o)]],
-                                     cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+                                     cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
                 if rc:
                     print(f"done  {row}-s{seed}: pre-training exit {rc}", flush=True)
                     return rc
@@ -274,7 +282,8 @@ def main() -> None:
         # Seed-major, so an interrupted batch still covers every row.
         jobs = [(r, o, s) for s in seeds for r, _, o in rows if r in wanted]
         with ThreadPoolExecutor(args.parallel) as pool:
-            codes = list(pool.map(lambda j: _run(j[0], j[1], j[2], args.run_dir.resolve(), args.features), jobs))
+            codes = list(pool.map(lambda j: _run(j[0], j[1], j[2], args.run_dir.resolve(), args.features,
+                                                 args.parallel), jobs))
         sys.exit(max(codes, default=0))
 
 
