@@ -124,32 +124,51 @@ class SentenceEvaluation:
     examples: list[tuple[list[str], list[str], list[str]]]  # reference, greedy, beam
 
 
-def evaluate_sentences(ck: LoadedCheckpoint, split: str, count: int, seed: int | None = None,
+def evaluate_sentences(cks: Sequence[LoadedCheckpoint], split: str, count: int, seed: int | None = None,
                        features_dir: str | None = None, examples: int = 5) -> SentenceEvaluation:
     """Word error rate on ``count`` seeded sentences of ``split``'s clips
-    (``train.sentences`` settings of the checkpoint, seed ``val_seed`` unless given)."""
+    (``train.sentences`` settings of the first checkpoint, seed ``val_seed``
+    unless given). Several checkpoints are an ensemble: their per-step CTC
+    posteriors are averaged before decoding, which needs the same glosses
+    and the same CTC step (``model.subsample``)."""
     from asl_ray.continuous.decoding import beam_decoder
     from asl_ray.continuous.sentences import sentence_plan
     from asl_ray.continuous.wer import edits
     from asl_ray.ingest import sentence_inputs
 
-    table, _ = usable_rows(read_features(features_dir or ck.cfg.extract.output_dir), ck.cfg.data.duplicates)
-    samples = _split_samples(ck, table, split)
-    s = ck.cfg.train.sentences
+    first = cks[0]
+    if any(ck.vocab != first.vocab for ck in cks[1:]):
+        raise UserError("the checkpoints have different vocabularies: an ensemble needs the same glosses")
+    steps = sorted({ck.cfg.model.subsample for ck in cks})
+    if len(steps) > 1:
+        raise UserError(f"the checkpoints take CTC steps of {' and '.join(map(str, steps))} frames "
+                        "(model.subsample): averaging their posteriors over sentences needs one step")
+    table, _ = usable_rows(read_features(features_dir or first.cfg.extract.output_dir), first.cfg.data.duplicates)
+    samples = _split_samples(first, table, split)
+    s = first.cfg.train.sentences
     if len(samples) < s.min_clips:
         raise UserError(f"{len(samples)} {split} clips cannot make a sentence of {s.min_clips}")
     plan = sentence_plan(len(samples), count, s.val_seed if seed is None else seed, s.min_clips, s.max_clips)
-    beam = beam_decoder(s, ck.vocab.glosses)
-    cap = getattr(ck.model, "max_positions", None) or 10**9
-    names = ck.vocab.glosses
-    ck.model.eval()
+    beam = beam_decoder(s, first.vocab.glosses)
+    names = first.vocab.glosses
+    for ck in cks:
+        ck.model.eval()
     words = greedy_edits = beam_edits = 0
     shown: list[tuple[list[str], list[str], list[str]]] = []
     for group in plan:
         clips = [(samples[i].landmarks, samples[i].fps) for i in group]
-        x, _ = sentence_inputs(clips, ck.cfg.features, ck.standardizer, s, cap)
-        with torch.no_grad():
-            lp = ck.model(torch.from_numpy(x)[None], torch.tensor([len(x)]))[0].numpy()  # (ceil(T / k), V+1)
+        probs = None
+        for ck in cks:  # one sentence (the first's joining), each model with its own inputs and standardiser
+            cap = getattr(ck.model, "max_positions", None) or 10**9
+            x, _ = sentence_inputs(clips, ck.cfg.features, ck.standardizer, s, cap)
+            with torch.no_grad():
+                p = ck.model(torch.from_numpy(x)[None], torch.tensor([len(x)]))[0].exp().numpy()  # (ceil(T/k), V+1)
+            if probs is not None and p.shape != probs.shape:
+                raise UserError(f"the checkpoints read a sentence in {len(probs)} and {len(p)} CTC steps "
+                                "(their attention encoders hold different numbers of positions)")
+            probs = p if probs is None else probs + p
+        assert probs is not None
+        lp = np.log(probs / len(cks) + 1e-12)
         ref = [samples[i].label for i in group]
         g, b = greedy(lp).glosses, beam(lp).glosses
         words += len(ref)

@@ -1,17 +1,25 @@
 """`asl-ray evaluate --split` scores any split the feature dataset has (test
 included, as papers report it) and names the splits present when asked for
-one that is not there."""
+one that is not there; `--sentences` with several checkpoints decodes their
+averaged posteriors."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pytest
+import torch
 from click.testing import CliRunner
 
-from asl_ray.checkpoint import build_model, save_checkpoint
+from asl_ray import evaluation, ingest
+from asl_ray.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, save_checkpoint
 from asl_ray.cli import main
 from asl_ray.config import load_config
 from asl_ray.dataset import fit_standardizer, load_splits
+from asl_ray.errors import UserError
+from asl_ray.evaluation import evaluate_sentences
 from asl_ray.extract import rows_to_table
 from asl_ray.storage import write_atomically
 from asl_ray.synthetic import synthetic_rows
@@ -45,3 +53,60 @@ def test_test_split_evaluates_and_a_missing_split_names_those_present(tmp_path: 
     assert bad.exit_code == 2
     lines = [line for line in bad.output.splitlines() if line.strip()]
     assert lines == ["error: --split 'dev': not in the feature dataset, whose splits are: test, train, val"]
+
+
+def _model_checkpoint(tmp_path: Path, name: str, seed: int, subsample: int) -> LoadedCheckpoint:
+    rows = synthetic_rows(num_glosses=3, per_gloss=10, seed=1)
+    features = tmp_path / "features"
+    if not features.is_dir():
+        features.mkdir()
+        write_atomically(rows_to_table(rows), str(features), "part-0.parquet")
+    cfg = load_config(None, ["data.wlasl_json=x.json", f"extract.output_dir={features}", "model.hidden_size=16",
+                             "model.num_layers=1", "model.encoder=attention", f"model.subsample={subsample}"])
+    splits = load_splits(rows_to_table(rows), None, cfg.features.max_frames)
+    torch.manual_seed(seed)
+    return load_checkpoint(save_checkpoint(tmp_path / name, cfg, build_model(cfg, splits.vocab.num_glosses),
+                                           splits.vocab, fit_standardizer(splits.train, cfg.features),
+                                           {"epoch": 0}, []))
+
+
+def test_sentence_ensemble_averages_posteriors_and_needs_one_ctc_step(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _model_checkpoint(tmp_path, "a", 0, 4)
+    b = _model_checkpoint(tmp_path, "b", 1, 4)
+    alone = evaluate_sentences([a], "val", 6)
+    # Averaging a model's posteriors with themselves changes nothing.
+    twice = evaluate_sentences([a, a], "val", 6)
+    assert (twice.wer_greedy, twice.wer_beam, twice.examples) == (alone.wer_greedy, alone.wer_beam, alone.examples)
+
+    # Two models: what is decoded is the log of their mean posterior per CTC step.
+    inputs: list[np.ndarray] = []
+    decoded: list[np.ndarray] = []
+    real_inputs, real_greedy = ingest.sentence_inputs, evaluation.greedy
+
+    def record_inputs(*args: Any, **kwargs: Any) -> Any:
+        out = real_inputs(*args, **kwargs)
+        inputs.append(out[0])
+        return out
+
+    def record_greedy(lp: np.ndarray) -> Any:
+        decoded.append(lp)
+        return real_greedy(lp)
+
+    monkeypatch.setattr(ingest, "sentence_inputs", record_inputs)
+    monkeypatch.setattr(evaluation, "greedy", record_greedy)
+    pair = evaluate_sentences([a, b], "val", 6)
+    assert pair.glosses == alone.glosses and pair.sentences == 6 and len(decoded) == 6
+    with torch.no_grad():
+        x = torch.from_numpy(inputs[0])[None]
+        pa, pb = (ck.model(x, torch.tensor([x.shape[1]]))[0].exp().numpy() for ck in (a, b))
+    assert decoded[0].shape[0] == -(-x.shape[1] // 4)
+    np.testing.assert_allclose(decoded[0], np.log((pa + pb) / 2 + 1e-12), atol=1e-5)
+    assert not np.allclose(pa, pb, atol=1e-3)  # the two models do differ
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="CTC steps of 4 and 8 frames"):
+        evaluate_sentences([a, _model_checkpoint(tmp_path, "c", 2, 8)], "val", 6)
+    out = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "a"), "--checkpoint",
+                                    str(tmp_path / "b"), "--sentences", "6", "--out", str(tmp_path / "eval")])
+    assert out.exit_code == 0, out.output
+    assert f"WER greedy {pair.wer_greedy:.1%}, beam {pair.wer_beam:.1%} (ensemble of 2" in out.output
