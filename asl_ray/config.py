@@ -230,6 +230,13 @@ class TrainConfig(_Section):
         "step (warmed up as min(decay, (1+n)/(10+n)) over the first steps), and evaluate, select and save it "
         "instead of the weights being trained; the recipe's 40 steps an epoch make 0.998 an average over the "
         "last ~12 epochs; on WLASL100 it smooths the val curve but does not raise it (README, row 17; 0 = off)")
+    distill_from: list[str] = Field(
+        [], description="checkpoints (checkpoint or run folders, local or URI) whose averaged per-step CTC "
+        "posterior this run learns to match, e.g. the seeds of a recipe (distill.py); they must have this run's "
+        "glosses, inputs, model.subsample and data; [] = off")
+    distill_weight: float = Field(
+        1.0, ge=0, description="weight of the distillation term (KL from the teachers' posterior per CTC step) "
+        "when train.distill_from is set")
     sentences: SentencesConfig = SentencesConfig()
     schedule: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(1, ge=0)
@@ -403,7 +410,8 @@ def resolve_paths(cfg: Config) -> Config:
         "extract": cfg.extract.model_copy(update={"output_dir": _absolute(cfg.extract.output_dir)}),
         "train": cfg.train.model_copy(update={"run_dir": _absolute(cfg.train.run_dir),
                                               "resume_from": _absolute(cfg.train.resume_from),
-                                              "init_encoder": _absolute(cfg.train.init_encoder)}),
+                                              "init_encoder": _absolute(cfg.train.init_encoder),
+                                              "distill_from": [str(_absolute(d)) for d in cfg.train.distill_from]}),
     })
 
 

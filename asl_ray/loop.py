@@ -30,6 +30,7 @@ from asl_ray.checkpoint import unwrap
 from asl_ray.config import FeaturesConfig, TrainConfig
 from asl_ray.dataset import Sample, SignDataset, collate
 from asl_ray.decode import MetricAccumulator
+from asl_ray.distill import Teacher, distill_loss
 from asl_ray.losses import LossTerms
 from asl_ray.model import output_lengths
 
@@ -92,17 +93,22 @@ def train_epoch(
     precision: Precision | None = None,
     terms: LossTerms | None = None,
     average: AveragedModel | None = None,
+    teacher: Teacher | None = None,
+    distill_weight: float = 1.0,
 ) -> dict[str, float]:
     device = device or torch.device("cpu")
     model.train()
     acc = MetricAccumulator(num_classes)
     norms: list[float] = []
+    distilled: list[float] = []
     precision = precision if precision is not None else precision_for(device, amp)
     terms = terms or LossTerms(blank_penalty, label_smoothing)
     with _uneven_inputs(model):
         skipped = _train_batches(model, loader, optimizer, acc, norms, terms, grad_clip, device, precision,
-                                 average)
+                                 average, teacher, distill_weight, distilled)
     metrics = reduce(acc).compute()
+    if teacher is not None:  # this rank's mean of the distillation term (part of the loss above)
+        metrics["distill"] = sum(distilled) / max(len(distilled), 1)
     # DDP averages gradients before the norm is taken: every rank has the same
     # norms, and so skips the same steps.
     finite = [n for n in norms if math.isfinite(n)]
@@ -113,9 +119,12 @@ def train_epoch(
 
 def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer,
                    acc: MetricAccumulator, norms: list[float], terms: LossTerms, grad_clip: float | None,
-                   device: torch.device, precision: Precision, average: AveragedModel | None = None) -> int:
+                   device: torch.device, precision: Precision, average: AveragedModel | None = None,
+                   teacher: Teacher | None = None, distill_weight: float = 1.0,
+                   distilled: list[float] | None = None) -> int:
     """One pass over ``loader``; how many steps were skipped (non-finite gradients).
-    ``average`` (the weights' moving average) follows every step taken."""
+    ``average`` (the weights' moving average) follows every step taken;
+    ``teacher`` adds the distillation term (distill.py), its values to ``distilled``."""
     skipped = 0
     scaler = precision.scaler
     for raw in loader:
@@ -126,8 +135,14 @@ def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.o
                 lp, aux = model(b["x"], b["lengths"], with_aux=True)
             else:
                 lp = model(b["x"], b["lengths"])
+        target = teacher(b["x"], b["lengths"]) if teacher is not None else None
         b = at_output_rate(model, b)
         loss, _, _ = terms(lp.float(), b, aux)
+        if target is not None:
+            kd = distill_loss(lp.float(), target, b["lengths"])
+            loss = loss + distill_weight * kd
+            if distilled is not None:
+                distilled.append(float(kd.detach()))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -333,8 +348,10 @@ def fit(
     on_epoch_end: EpochHook | None = None,
     amp: bool = False,
     reduce: Reduce = _same,
+    teacher: Teacher | None = None,
 ) -> FitState:
-    """Train from ``state.epoch`` to the end of the plan (or early stop)."""
+    """Train from ``state.epoch`` to the end of the plan (or early stop);
+    ``teacher`` (``train.distill_from``) adds the distillation term."""
     plan = stage_plan(cfg, num_classes)
     precision = precision_for(device or torch.device("cpu"), amp)  # one scaler for the whole run
     terms = LossTerms.of(cfg)
@@ -350,7 +367,7 @@ def fit(
         metrics = {f"train_{k}": v for k, v in train_epoch(
             state.model, train_batches(epoch, limit), state.optimizer, num_classes, cfg.blank_penalty,
             cfg.grad_clip, device, amp, cfg.label_smoothing, reduce, precision, terms.at_epoch(epoch + 1),
-            state.average,
+            state.average, teacher, cfg.distill_weight,
         ).items()}
         metrics["train_seconds"] = time.perf_counter() - t0
         if val_batches is not None:

@@ -40,6 +40,7 @@ from asl_ray.config import Config, resolve_paths
 from asl_ray.console import close_bars, worker_line
 from asl_ray.dataset import Splits, describe_splits, fit_standardizer, load_splits, vocabulary_of
 from asl_ray.decode import CollapseNotice, collapse_summary, collapse_warning
+from asl_ray.distill import check_teachers, load_teacher
 from asl_ray.duplicates import DropPlan, usable_rows
 from asl_ray.errors import UserError
 from asl_ray.inputs import Standardizer
@@ -123,7 +124,8 @@ def epoch_line(m: dict[str, float], total: int) -> str:
         val += f" | WER greedy {m['val_wer_greedy']:.1%}"
         val += f" beam {m['val_wer_beam']:.1%}" if "val_wer_beam" in m else ""
     return (f"epoch {int(m['epoch'])}/{total} (vocab {int(m['vocab_limit'])}) | train loss {m['train_loss']:.3f} "
-            f"top1 {m['train_top1']:.1%} blank {m['train_blank_ratio']:.2f} grad {m['train_grad_norm']:.2f}{val}")
+            f"top1 {m['train_top1']:.1%} blank {m['train_blank_ratio']:.2f} grad {m['train_grad_norm']:.2f}"
+            + (f" distill {m['train_distill']:.3f}" if "train_distill" in m else "") + val)
 
 
 def emit(line: str) -> None:
@@ -283,8 +285,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     start_epoch = state.epoch
+    teacher = load_teacher(cfg, data.vocab, data.standardizer, device)  # checked on the driver already
     fit(state, cfg.train, train_batches, data.val, num_classes, device, on_epoch_end,
-        amp=device.type == "cuda", reduce=all_reduce_metrics(device))
+        amp=device.type == "cuda", reduce=all_reduce_metrics(device), teacher=teacher)
     if state.epoch == start_epoch and loaded is not None and state.history:
         # Every epoch was done before this start: a run (or tune trial) whose
         # driver died after its workers wrote the last checkpoint. Report that
@@ -394,6 +397,10 @@ def build_trainer(cfg: Config, name: str, mlflow_run_id: str | None = None, mlfl
     storage = absolute(cfg.train.run_dir)
     use_gpu = _use_gpu(cfg)
     resume_from = resolve_checkpoint(cfg.train.resume_from) if cfg.train.resume_from else None
+    if cfg.train.distill_from:  # on the driver: a one-line error, before any worker starts
+        if summary is None:
+            summary = data_summary(cfg, load_checkpoint(resume_from).vocab if resume_from else None)
+        check_teachers(cfg, summary.vocab)
     loop_config: dict[str, Any] = {"cfg": cfg.model_dump(mode="json"), "mlflow_run_id": mlflow_run_id,
                                    "mlflow_uri": mlflow_uri, "resume_from": resume_from,
                                    "run_location": join(storage, name), "progress": progress}

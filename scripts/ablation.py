@@ -120,6 +120,10 @@ CTC_ROWS: list[tuple[str, str, list[str]]] = [
     ("ctc-sub16", "+ CTC step of 16 frames (model.subsample=16)", _CTC + _SUB16),
     ("ctc-sub16-sentences", "+ CTC step of 16 frames and training sentences", _CTC + _SUB16 + _SENT),
     ("ctc-sub16-lstm", "the BiLSTM (2 layers), + CTC step of 16 frames", _CTC + _LSTM + _SUB16),
+    ("ctc-sub16-sentences-distill", "+ CTC step of 16 frames and training sentences, distilled from the three "
+     "seeds of that row (their per-step posteriors averaged; run it with --run-dir runs/ctc after them)",
+     _CTC + _SUB16 + _SENT + ["train.distill_from=[" + ",".join(
+         str(ROOT / "runs" / "ctc" / f"ctc-sub16-sentences-s{s}") for s in (0, 1, 2)) + "]"]),
     ("ctc-sub16-sentences-ema", "+ CTC step of 16 frames, training sentences and a moving average of the weights "
      "(decay 0.998 a step)", _CTC + _SUB16 + _SENT + ["train.ema_decay=0.998"]),
 ]

@@ -115,6 +115,20 @@ def test_sentences_train_and_decode_with_word_error_rate(asl_features: Path, tmp
     bad = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--sentences", "-1"])
     assert bad.exit_code == 2 and "--sentences" in bad.output
 
+    # Distillation: a student run with that model as its teacher (distill.py)
+    # reads sentences through it in the Ray Train worker; a teacher with
+    # another CTC step is refused on the driver, in one line.
+    common = ["train.sentences.share=0.5", "train.sentences.val=8", f"train.distill_from=[{ckpt}]"]
+    student = CliRunner().invoke(main, ["train", *_args(asl_features, tmp_path, "train.name=student", "train.epochs=2",
+                                                        "model.subsample=4", *common)])
+    assert student.exit_code == 0, student.output
+    assert re.search(r"epoch 2/2 .* distill \d+\.\d{3}", student.output), student.output
+    other = CliRunner().invoke(main, ["train", *_args(asl_features, tmp_path, "train.name=other", "train.epochs=2",
+                                                      "model.subsample=8", *common)])
+    assert other.exit_code != 0
+    assert "takes a CTC step every 4 frames, this run every 8" in other.output
+    assert not (tmp_path / "other").exists()
+
     src = require_shared("wlasl100", "videos")
     video = join_videos(tmp_path / "two_signs.mp4", [src / "00623.mp4", src / "24946.mp4"])
     pred = CliRunner().invoke(main, ["predict", "--checkpoint", str(ckpt), str(video)])
