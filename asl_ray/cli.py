@@ -371,8 +371,9 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
         se = evaluate_sentences([_with_prior(cks[0], prior, prior_weight), *cks[1:]], split, sentences,
                                 features_dir=features_dir)
         click.echo(f"{split} sentences: {se.sentences} of 2-5 clips, {se.glosses} glosses | WER greedy "
-                   f"{se.wer_greedy:.1%}, beam {se.wer_beam:.1%}" + ("" if len(cks) == 1 else
-                                                             f" (ensemble of {len(cks)}, speed 1 only)"))
+                   f"{se.wer_greedy:.1%}, beam {se.wer_beam:.1%}"
+                   + (f" (ensemble of {len(cks)})" if len(cks) > 1 else "")
+                   + (" (sentences at speed 1 only)" if speeds != (1.0,) else ""))
         for ref, g, b in se.examples:
             click.echo(f"  {' '.join(ref):<40} greedy: {' '.join(g) or '-'} | beam: {' '.join(b) or '-'}")
 

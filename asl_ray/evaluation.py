@@ -81,12 +81,16 @@ def gloss_posteriors(ck: LoadedCheckpoint, samples: Sequence[Sample], speeds: Se
     return total / len(speeds)
 
 
+def _check_same_glosses(cks: Sequence[LoadedCheckpoint]) -> None:
+    if any(ck.vocab != cks[0].vocab for ck in cks[1:]):
+        raise UserError("the checkpoints have different vocabularies: an ensemble needs the same glosses")
+
+
 def evaluate_ensemble(cks: Sequence[LoadedCheckpoint], split: str, features_dir: str | None = None,
                       speeds: Sequence[float] = (1.0,)) -> Evaluation:
     """Ranking metrics of the posterior averaged over checkpoints and test-time speeds."""
     vocab = cks[0].vocab
-    if any(ck.vocab != vocab for ck in cks[1:]):
-        raise UserError("the checkpoints have different vocabularies: an ensemble needs the same glosses")
+    _check_same_glosses(cks)
     table, _ = usable_rows(read_features(features_dir or cks[0].cfg.extract.output_dir),
                            cks[0].cfg.data.duplicates)
     probs: np.ndarray | None = None
@@ -137,8 +141,7 @@ def evaluate_sentences(cks: Sequence[LoadedCheckpoint], split: str, count: int, 
     from asl_ray.ingest import sentence_inputs
 
     first = cks[0]
-    if any(ck.vocab != first.vocab for ck in cks[1:]):
-        raise UserError("the checkpoints have different vocabularies: an ensemble needs the same glosses")
+    _check_same_glosses(cks)
     steps = sorted({ck.cfg.model.subsample for ck in cks})
     if len(steps) > 1:
         raise UserError(f"the checkpoints take CTC steps of {' and '.join(map(str, steps))} frames "

@@ -72,20 +72,27 @@ def test_teachers_average_their_posteriors_on_their_own_standardised_inputs(tmp_
 
 
 def test_a_student_learns_to_match_its_teacher(tmp_path: Path) -> None:
-    ck = load_checkpoint(_teacher(tmp_path, "t", [], 20, slice(None)))
+    # A teacher trained for one epoch says something CTC on the labels would
+    # not teach: only the distillation term can bring a student to it.
+    ck = load_checkpoint(_teacher(tmp_path, "t", [], 1, slice(None)))
     samples = _toy_samples()
-    torch.manual_seed(1)
-    cfg = load_config(None, [*BASE, "train.epochs=15", "train.distill_weight=1.0"])
-    std = fit_standardizer(samples, cfg.features)
-    student = build_model(cfg, 3)
-    opt = make_optimizer(student, cfg.train)
-    state = FitState(student, opt, make_scheduler(opt, cfg.train, 15))
-    val = torch.utils.data.DataLoader(SignDataset(samples, cfg.features, std), batch_size=18, collate_fn=collate)
-    fit(state, cfg.train, memory_batches(samples, cfg.features, std, batch_size=6), lambda: val, 3,
-        teacher=Teacher([ck], std))
-    kd = [h["train_distill"] for h in state.history]
-    assert kd[-1] < 0.3 * kd[0], kd
-    assert state.history[-1]["val_top1"] == 1.0
+
+    def student(weight: float) -> list[dict[str, float]]:
+        torch.manual_seed(1)
+        cfg = load_config(None, [*BASE, "train.epochs=15", f"train.distill_weight={weight}"])
+        std = fit_standardizer(samples, cfg.features)
+        model = build_model(cfg, 3)
+        opt = make_optimizer(model, cfg.train)
+        state = FitState(model, opt, make_scheduler(opt, cfg.train, 15))
+        val = torch.utils.data.DataLoader(SignDataset(samples, cfg.features, std), batch_size=18,
+                                          collate_fn=collate)
+        fit(state, cfg.train, memory_batches(samples, cfg.features, std, batch_size=6), lambda: val, 3,
+            teacher=Teacher([ck], std))
+        return state.history
+
+    taught, alone = student(10.0), student(0.0)  # weight 0: the term is measured, not trained on
+    kd = [h["train_distill"] for h in taught]
+    assert kd[-1] < 0.5 * alone[-1]["train_distill"], (kd, [h["train_distill"] for h in alone])
 
 
 def _run_cfg(tmp_path: Path, teacher: Path, *more: str) -> Config:
