@@ -22,7 +22,7 @@ import torch
 
 from asl_ray.config import Config, dump_config, load_config
 from asl_ray.errors import UserError
-from asl_ray.inputs import Standardizer, input_size
+from asl_ray.inputs import Standardizer, input_size, part_columns
 from asl_ray.model import SignModel
 from asl_ray.storage import absolute, is_file, join, local_folder, read_text, subfolders
 from asl_ray.vocab import Vocabulary
@@ -34,6 +34,7 @@ def build_model(cfg: Config, num_classes: int) -> SignModel:
         input_size(cfg.features.inputs), num_classes + 1, m.hidden_size, m.num_layers, m.dropout,
         m.bidirectional, m.encoder, m.attention_heads, max_positions(cfg), m.lstm_mode,
         aux_head=cfg.train.aux_weight > 0, subsample=m.subsample, conv_kernel=m.conv_kernel,
+        parts=list(part_columns(cfg.features.inputs).values()) if m.part_embed else None,
     )
 
 

@@ -129,6 +129,9 @@ class ModelConfig(_Section):
     conv_kernel: int = Field(
         0, ge=0, le=63, description="attention encoder: a temporal convolution block over this many frames before "
         "each attention layer (depthwise, Conformer-style; 0 = none)")
+    part_embed: bool = Field(
+        False, description="embed each body part's inputs (left hand, right hand, body) by its own layer, then fuse "
+        "them, instead of one linear map of all inputs (model.py)")
 
     @model_validator(mode="after")
     def _encoder_options(self) -> ModelConfig:

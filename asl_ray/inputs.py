@@ -29,6 +29,32 @@ def input_size(kinds: Sequence[str]) -> int:
     return sum(BLOCK_SIZES[k] for k in kinds)
 
 
+# Which body part each column of a block describes, in the block's order:
+# (part, count) runs. Sizes are checked against BLOCK_SIZES (tested).
+PARTS = ("left", "right", "body")
+_BLOCK_PARTS: dict[str, tuple[tuple[str, int], ...]] = {
+    "phono": (("left", NUM_FEATURES // 2), ("right", NUM_FEATURES // 2)),
+    "masks": (("body", 1), ("left", 1), ("right", 1)),
+    "hands": (("left", 63), ("right", 63)),
+    "pose": (("body", 3 * len(POSE_UPPER)),),
+    "velocity": (("left", 3), ("right", 3), ("body", 3 * len(POSE_UPPER))),
+    "bones": (("left", 60), ("right", 60)),
+}
+
+
+def part_columns(kinds: Sequence[str]) -> dict[str, list[int]]:
+    """Column indices of the inputs built from ``kinds`` that describe each
+    body part (left hand, right hand, body), in :data:`PARTS` order; parts
+    with no column are left out. Every column belongs to exactly one part."""
+    cols: dict[str, list[int]] = {p: [] for p in PARTS}
+    at = 0
+    for kind in kinds:
+        for part, n in _BLOCK_PARTS[kind]:
+            cols[part].extend(range(at, at + n))
+            at += n
+    return {p: c for p, c in cols.items() if c}
+
+
 def build_inputs(landmarks: np.ndarray, fps: float | None | np.ndarray, kinds: Sequence[str],
                  first: np.ndarray | None = None) -> np.ndarray:
     """(T, F) float32 inputs from normalised landmarks (T, 75, 3). For several

@@ -22,6 +22,16 @@ and movements are local in time; attention over a whole clip, learned from
 600 videos, does not find local filters easily, while a depthwise
 convolution has them built in at a small cost (3H^2 + kH weights a layer).
 
+Per-part input embedding (``parts``: the input columns of each body part,
+``inputs.part_columns``): instead of one linear map of all inputs, each part
+(left hand, right hand, body) is embedded by its own layer, then the parts'
+embeddings are fused by a linear map. Why: with one map, every hidden unit
+mixes both hands and the body from the first layer, so a hand MediaPipe did
+not find (zeros and a mask) disturbs every unit; per part, a missing hand
+only changes its own embedding, which is computed from that hand's columns
+and mask alone (Siformer's separate per-part encoders; their robustness to
+missing parts is what they credit it for).
+
 Output rate (``subsample`` = k): the CTC head reads the encoder states
 averaged over non-overlapping windows of k frames, so a sequence of T frames
 gives ceil(T / k) CTC steps (``output_lengths``). Why: when a sequence has
@@ -37,6 +47,7 @@ is dropped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -60,15 +71,20 @@ class SignModel(nn.Module):
         aux_head: bool = False,
         subsample: int = 1,
         conv_kernel: int = 0,
+        parts: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.subsample = subsample
         self.encoder_kind = encoder
         self.lstm_mode = lstm_mode
         self.bidirectional = bidirectional
-        self.proj = nn.Sequential(
-            nn.Linear(input_size, hidden_size), nn.LayerNorm(hidden_size), nn.GELU(), nn.Dropout(dropout)
-        )
+        self.proj: nn.Module
+        if parts:
+            self.proj = nn.Sequential(PartEmbedding(input_size, parts, hidden_size), nn.Dropout(dropout))
+        else:
+            self.proj = nn.Sequential(
+                nn.Linear(input_size, hidden_size), nn.LayerNorm(hidden_size), nn.GELU(), nn.Dropout(dropout)
+            )
         if encoder == "lstm" and lstm_mode == "masked":
             directions = 2 if bidirectional else 1
             self.layers = nn.ModuleList(
@@ -167,6 +183,30 @@ class SignModel(nn.Module):
             for conv, layer in zip(self.convs, self.attn.layers, strict=True):
                 h = layer(conv(h, pad), src_key_padding_mask=pad)
         return h
+
+
+class PartEmbedding(nn.Module):
+    """GELU(LN(W [GELU(LN(W_p x_p)) for each part p])): each body part's
+    columns embedded alone, then fused (module docstring: why)."""
+
+    def __init__(self, input_size: int, parts: Sequence[Sequence[int]], hidden: int) -> None:
+        super().__init__()
+        flat = sorted(i for p in parts for i in p)
+        if flat != list(range(input_size)):
+            raise ValueError(f"the parts' columns must cover the {input_size} inputs exactly once")
+        for i, cols in enumerate(parts):
+            self.register_buffer(f"cols{i}", torch.tensor(list(cols), dtype=torch.long), persistent=False)
+        self.embed = nn.ModuleList(
+            nn.Sequential(nn.Linear(len(cols), hidden), nn.LayerNorm(hidden), nn.GELU()) for cols in parts)
+        self.fuse = nn.Sequential(nn.Linear(hidden * len(parts), hidden), nn.LayerNorm(hidden), nn.GELU())
+
+    def part(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Part ``i``'s embedding (..., H), from its own columns only."""
+        cols = getattr(self, f"cols{i}")
+        return self.embed[i](x.index_select(-1, cols))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([self.part(x, i) for i in range(len(self.embed))], dim=-1))
 
 
 class ConvBlock(nn.Module):

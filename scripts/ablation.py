@@ -79,6 +79,8 @@ ROWS: list[tuple[str, str, list[str]]] = [
      _BONES + _SMOOTH + _MIRROR + ["train.ema_decay=0.998"]),
     ("recipe-pretrain", "row 13 from an encoder pre-trained without labels (masked-landmark reconstruction, "
      "40 epochs, train videos + 84 asl-signs files)", _BONES + _SMOOTH + _MIRROR),
+    ("recipe-parts", "row 13 with each body part's inputs (left hand, right hand, body) embedded by its own layer, "
+     "then fused (`model.part_embed=true`)", _BONES + _SMOOTH + _MIRROR + ["model.part_embed=true"]),
 ]
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The

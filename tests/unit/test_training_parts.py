@@ -15,7 +15,7 @@ from asl_ray.config import AugmentConfig, Config, FeaturesConfig, TrainConfig, l
 from asl_ray.dataset import Sample, SignDataset, collate, fit_standardizer
 from asl_ray.decode import single_label_scores
 from asl_ray.features import video_features
-from asl_ray.inputs import BLOCK_SIZES, build_inputs, build_inputs_many, input_size
+from asl_ray.inputs import BLOCK_SIZES, LEFT, RIGHT, build_inputs, build_inputs_many, input_size, part_columns
 from asl_ray.loop import (
     FitState,
     Precision,
@@ -31,7 +31,7 @@ from asl_ray.loop import (
     train_epoch,
 )
 from asl_ray.losses import blank_mass, ctc_blank_loss, gloss_smoothing
-from asl_ray.model import SignModel, count_parameters
+from asl_ray.model import PartEmbedding, SignModel, count_parameters
 from asl_ray.vocab import Vocabulary
 from tests.fixtures import fake_landmarks
 
@@ -129,6 +129,45 @@ def test_conv_blocks_keep_padding_out_and_reach_k_frames() -> None:
     moved[0, 3] += torch.randn(8)  # not a constant: LayerNorm would take it out
     assert torch.allclose(block(h, nopad)[0, 0], block(moved, nopad)[0, 0])
     assert not torch.allclose(block(h, nopad)[0, 1], block(moved, nopad)[0, 1])
+
+
+def test_part_columns_are_the_columns_each_hand_moves() -> None:
+    kinds = ["phono", "masks", "hands", "pose", "velocity", "bones"]
+    cols = part_columns(kinds)
+    assert list(cols) == ["left", "right", "body"]
+    assert sorted(i for c in cols.values() for i in c) == list(range(input_size(kinds)))
+    lm = _landmarks(0)[:3]  # frames where both hands are found
+    x = build_inputs(lm, 25, kinds)
+    rng = np.random.default_rng(0)
+    for part, hand in (("left", LEFT), ("right", RIGHT)):
+        moved = lm.copy()
+        moved[:, hand] += rng.normal(0, 0.05, moved[:, hand].shape).astype(np.float32)
+        changed = set(np.flatnonzero(np.abs(build_inputs(moved, 25, kinds) - x).max(0) > 1e-6))
+        assert changed and changed <= set(cols[part]), part
+    assert list(part_columns(["phono"])) == ["left", "right"]  # a part with no column is left out
+
+
+def test_part_embedding_reads_each_part_from_its_own_columns() -> None:
+    torch.manual_seed(0)
+    parts = [[0, 2], [1, 3, 4], [5]]
+    embed = PartEmbedding(6, parts, 8).eval()
+    x = torch.randn(2, 7, 6)
+    other = x.clone()
+    other[..., [1, 3, 4]] += torch.randn(2, 7, 3)  # the second part only
+    assert torch.equal(embed.part(x, 0), embed.part(other, 0)) and torch.equal(embed.part(x, 2), embed.part(other, 2))
+    assert not torch.allclose(embed.part(x, 1), embed.part(other, 1))
+    assert not torch.allclose(embed(x), embed(other))
+    with pytest.raises(ValueError, match="cover the 6 inputs exactly once"):
+        PartEmbedding(6, [[0, 1], [1, 2, 3, 4, 5]], 8)
+    cfg = load_config(None, ["data.wlasl_json=x.json", "model.encoder=attention", "model.part_embed=true",
+                             "model.hidden_size=16",
+                             "features.inputs=[phono,masks,hands,pose,velocity,bones]"])
+    model, joint = build_model(cfg, 5), build_model(cfg.model_copy(update={"model": cfg.model.model_copy(
+        update={"part_embed": False})}), 5)
+    assert isinstance(model.proj[0], PartEmbedding) and count_parameters(model) > count_parameters(joint)
+    lengths = torch.tensor([9, 4])
+    out = model(torch.randn(2, 9, input_size(cfg.features.inputs)), lengths)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 9, 6)
 
 
 def test_conv_kernel_needs_the_attention_encoder() -> None:
