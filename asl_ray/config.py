@@ -234,12 +234,15 @@ class TrainConfig(_Section):
         "instead of the weights being trained; the recipe's 40 steps an epoch make 0.998 an average over the "
         "last ~12 epochs; on WLASL100 it smooths the val curve but does not raise it (README, row 17; 0 = off)")
     distill_from: list[str] = Field(
-        [], description="checkpoints (checkpoint or run folders, local or URI) whose averaged per-step CTC "
-        "posterior this run learns to match, e.g. the seeds of a recipe (distill.py); they must have this run's "
-        "glosses, inputs, model.subsample and data; [] = off")
+        [], description="checkpoints (checkpoint or run folders, local or URI) whose averaged CTC posterior "
+        "this run learns to match, e.g. the seeds of a recipe (distill.py); they must have this run's glosses, "
+        "inputs and data, and with train.distill_level=steps its model.subsample; [] = off")
     distill_weight: float = Field(
-        1.0, ge=0, description="weight of the distillation term (KL from the teachers' posterior per CTC step) "
+        1.0, ge=0, description="weight of the distillation term (KL from the teachers' averaged posterior) "
         "when train.distill_from is set")
+    distill_level: Literal["steps", "glosses"] = Field(
+        "steps", description="what the student matches: the teachers' posterior at every CTC step (steps), or their "
+        "posterior over single glosses from the exact CTC scores, on one-gloss clips (glosses; distill.py)")
     sentences: SentencesConfig = SentencesConfig()
     schedule: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(1, ge=0)

@@ -23,6 +23,20 @@ as which one, which is what greedy decoding of sentences reads. It needs
 teacher and student to take their steps over the same frames: the same
 inputs and the same ``model.subsample``; teachers trained on other data
 could have seen this run's val videos, so their data section must match too.
+
+``train.distill_level=glosses`` matches a gloss posterior instead, for
+isolated-sign recipes whose CTC output is blank on every frame (README,
+"WLASL100: what matters"): there a per-step match mostly teaches blank, and
+what ranks glosses is the exact single-gloss score log p([g] | x)
+(``decode.single_label_scores``). Teachers' posteriors over glosses,
+``q_g = softmax_g(score_g)``, are averaged, and on each one-gloss clip of the
+batch (sentences have no single gloss to rank) the student pays::
+
+    L_kd = (1 / |clips|) Σ_clips Σ_g q_g (log q_g − log p_g),  p = softmax(student scores)
+
+Each model scores a clip over its own CTC steps, so here the teachers'
+``model.subsample`` may differ from the student's.
+
 Plain torch: the Ray Train worker builds a :class:`Teacher` and hands it to
 ``loop.fit``.
 """
@@ -35,6 +49,7 @@ import torch
 
 from asl_ray.checkpoint import LoadedCheckpoint, load_checkpoint, max_positions
 from asl_ray.config import Config
+from asl_ray.decode import single_label_scores
 from asl_ray.errors import UserError
 from asl_ray.inputs import Standardizer
 from asl_ray.vocab import Vocabulary
@@ -51,13 +66,29 @@ def distill_loss(log_probs: torch.Tensor, teacher: torch.Tensor, lengths: torch.
     return (kl * valid).sum() / valid.sum().clamp(min=1)
 
 
+def gloss_distill_loss(log_probs: torch.Tensor, lengths: torch.Tensor, teacher: torch.Tensor,
+                       rows: torch.Tensor) -> torch.Tensor:
+    """Mean over the ``rows`` (bool (B,): the one-gloss clips) of KL(teacher ‖
+    student) between posteriors over single glosses: ``log_probs`` (B, S, V+1)
+    the student's CTC output over ``lengths`` steps, ``teacher`` (B, V)
+    probabilities. Zero when no row is selected."""
+    scores = single_label_scores(log_probs, lengths, grad=True)
+    log_p = torch.log_softmax(scores, dim=1)
+    q = teacher.to(log_p.dtype)
+    kl = (torch.xlogy(q, q) - q * log_p).sum(-1)
+    sel = rows.to(kl.device)
+    return (kl * sel).sum() / sel.sum().clamp(min=1)
+
+
 class Teacher:
-    """The averaged per-step posterior of trained models, on inputs standardised
-    by the student's standardiser (each teacher's own is applied instead)."""
+    """The averaged posterior of trained models, per CTC step (``level``
+    "steps") or over single glosses ("glosses"), on inputs standardised by the
+    student's standardiser (each teacher's own is applied instead)."""
 
     def __init__(self, checkpoints: Sequence[LoadedCheckpoint], student: Standardizer,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, level: str = "steps") -> None:
         device = device or torch.device("cpu")
+        self.level = level
         self.models = [ck.model.to(device).eval() for ck in checkpoints]
         # x_teacher = (x_student · std_s + mean_s − mean_t) / std_t, per input.
         self.scale = [torch.as_tensor(student.std / ck.standardizer.std, dtype=torch.float32, device=device)
@@ -67,10 +98,15 @@ class Teacher:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, S, V+1) probabilities, the mean over teachers."""
+        """The mean over teachers of their probabilities: (B, S, V+1) per CTC
+        step, or (B, V) over single glosses; ``lengths`` in frames."""
         total = None
         for model, scale, shift in zip(self.models, self.scale, self.shift, strict=True):
-            p = model(x * scale + shift, lengths).float().exp()
+            lp = model(x * scale + shift, lengths).float()
+            if self.level == "glosses":
+                p = torch.softmax(single_label_scores(lp, model.output_lengths(lengths)), dim=1)
+            else:
+                p = lp.exp()
             total = p if total is None else total + p
         assert total is not None
         return total / len(self.models)
@@ -98,9 +134,10 @@ def check_teachers(cfg: Config, vocab: Vocabulary) -> list[LoadedCheckpoint]:
         if list(t.features.inputs) != list(cfg.features.inputs):
             raise UserError(f"train.distill_from={where}: reads inputs {list(t.features.inputs)}, this run "
                             f"{list(cfg.features.inputs)}")
-        if t.model.subsample != cfg.model.subsample:
+        if cfg.train.distill_level == "steps" and t.model.subsample != cfg.model.subsample:
             raise UserError(f"train.distill_from={where}: takes a CTC step every {t.model.subsample} frames, this "
-                            f"run every {cfg.model.subsample} (model.subsample): per-step posteriors cannot be matched")
+                            f"run every {cfg.model.subsample} (model.subsample): per-step posteriors cannot be matched "
+                            "(train.distill_level=glosses can)")
         if t.model.encoder == "attention" and max_positions(t) < max_positions(cfg):
             raise UserError(f"train.distill_from={where}: its attention encoder has {max_positions(t)} positions, "
                             f"this run's inputs reach {max_positions(cfg)} (train.sentences must match)")
@@ -115,5 +152,5 @@ def load_teacher(cfg: Config, vocab: Vocabulary, student: Standardizer, device: 
     """The run's :class:`Teacher`, or None when ``train.distill_from`` is empty."""
     if not cfg.train.distill_from:
         return None
-    return Teacher(check_teachers(cfg, vocab), student, device)
+    return Teacher(check_teachers(cfg, vocab), student, device, cfg.train.distill_level)
 

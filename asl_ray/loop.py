@@ -30,7 +30,7 @@ from asl_ray.checkpoint import unwrap
 from asl_ray.config import FeaturesConfig, TrainConfig
 from asl_ray.dataset import Sample, SignDataset, collate
 from asl_ray.decode import MetricAccumulator
-from asl_ray.distill import Teacher, distill_loss
+from asl_ray.distill import Teacher, distill_loss, gloss_distill_loss
 from asl_ray.losses import LossTerms
 from asl_ray.model import output_lengths
 
@@ -139,7 +139,10 @@ def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.o
         b = at_output_rate(model, b)
         loss, _, _ = terms(lp.float(), b, aux)
         if target is not None:
-            kd = distill_loss(lp.float(), target, b["lengths"])
+            if teacher is not None and teacher.level == "glosses":
+                kd = gloss_distill_loss(lp.float(), b["lengths"], target, b["target_lengths"] == 1)
+            else:
+                kd = distill_loss(lp.float(), target, b["lengths"])
             loss = loss + distill_weight * kd
             if distilled is not None:
                 distilled.append(float(kd.detach()))

@@ -81,6 +81,9 @@ ROWS: list[tuple[str, str, list[str]]] = [
      "40 epochs, train videos + 84 asl-signs files)", _BONES + _SMOOTH + _MIRROR),
     ("recipe-parts", "row 13 with each body part's inputs (left hand, right hand, body) embedded by its own layer, "
      "then fused (`model.part_embed=true`)", _BONES + _SMOOTH + _MIRROR + ["model.part_embed=true"]),
+    ("recipe-distill", "row 13 distilled from the three seeds of row 13 (their posteriors over glosses averaged; "
+     "run it with --run-dir runs/abl15 after them)", _BONES + _SMOOTH + _MIRROR + ["train.distill_level=glosses",
+     "train.distill_from=[" + ",".join(str(ROOT / "runs" / "abl15" / f"recipe-bones-s{s}") for s in (0, 1, 2)) + "]"]),
 ]
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The
