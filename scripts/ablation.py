@@ -35,13 +35,16 @@ CONFIG = ROOT / "configs" / "wlasl100_attention.yaml"
 
 # Shorthands for the overrides the rows share.
 _LSTM = ["model.encoder=lstm", "model.num_layers=2"]
-_PHONO = ["features.inputs=[phono]"]
-_RICH = ["features.inputs=[phono,masks,hands,pose,velocity]"]
-_BONES = ["features.inputs=[phono,masks,hands,pose,velocity,bones]"]
+# The inputs, read by one linear map (the recipe embeds each body part by
+# itself since row 19; rows before it, and rows on top of row 13, did not).
+_JOINT = ["model.part_embed=false"]
+_PHONO = ["features.inputs=[phono]", *_JOINT]
+_RICH = ["features.inputs=[phono,masks,hands,pose,velocity]", *_JOINT]
+_BONES = ["features.inputs=[phono,masks,hands,pose,velocity,bones]", *_JOINT]
 _NO_AUG = ["train.augment.enabled=false"]
 _NO_PENALTY = ["train.blank_penalty=0"]
 
-# Inputs, label smoothing and mirroring set explicitly on every row, so each
+# Inputs (and how they are embedded), label smoothing and mirroring set explicitly on every row, so each
 # row means the same whatever the recipe config holds.
 _SMOOTH, _NO_SMOOTH = ["train.label_smoothing=0.1"], ["train.label_smoothing=0"]
 _MIRROR, _NO_MIRROR = ["train.augment.mirror=0.5"], ["train.augment.mirror=0"]
@@ -50,7 +53,7 @@ _PLAIN = _NO_SMOOTH + _NO_MIRROR
 # (name, what the row changes, overrides on top of configs/wlasl100_attention.yaml). Rows 1-4
 # build up the BiLSTM, rows 5-9 the attention encoder up to the first recipe;
 # the rest each change one thing of row 7 or 9. Row 13 is the recipe now.
-RECIPE = "recipe-bones"  # the row that is the config as it is
+RECIPE = "recipe-parts"  # the row that is the config as it is
 FIRST_RECIPE = "attn-smooth-mirror"  # the recipe before finger bones; the last two rows combine its models
 ROWS: list[tuple[str, str, list[str]]] = [
     ("lstm-phono", "BiLSTM 128x2 on the 36-D phonological features, no augmentation, no blank penalty",
@@ -66,7 +69,7 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("attn-phono", "row 7 without the rich inputs (phonological features only)", _PHONO + _PLAIN),
     ("attn-mirror", "row 7 + mirror augmentation (p=0.5)", _RICH + _NO_SMOOTH + _MIRROR),
     ("attn-bones", "row 7 + finger bone directions (input block `bones`)", _BONES + _PLAIN),
-    ("recipe-bones", "row 9 + finger bone directions", _BONES + _SMOOTH + _MIRROR),
+    ("recipe-bones", "row 9 + finger bone directions, the recipe until row 19", _BONES + _SMOOTH + _MIRROR),
     ("attn-curriculum", "row 7 + vocabulary curriculum 10 -> 50 -> 100 (5 epochs each)",
      _RICH + ["train.curriculum=[10,50]", "train.curriculum_epochs=5"] + _PLAIN),
     # #15: ingredients of the strongest landmark models, each on top of the recipe (row 13).
@@ -80,7 +83,7 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("recipe-pretrain", "row 13 from an encoder pre-trained without labels (masked-landmark reconstruction, "
      "40 epochs, train videos + 84 asl-signs files)", _BONES + _SMOOTH + _MIRROR),
     ("recipe-parts", "row 13 with each body part's inputs (left hand, right hand, body) embedded by its own layer, "
-     "then fused (`model.part_embed=true`)", _BONES + _SMOOTH + _MIRROR + ["model.part_embed=true"]),
+     "then fused (`model.part_embed=true`)", [_BONES[0], "model.part_embed=true"] + _SMOOTH + _MIRROR),
     ("recipe-distill", "row 13 distilled from the three seeds of row 13 (their posteriors over glosses averaged; "
      "run it with --run-dir runs/abl15 after them)", _BONES + _SMOOTH + _MIRROR + ["train.distill_level=glosses",
      "train.distill_from=[" + ",".join(str(ROOT / "runs" / "abl15" / f"recipe-bones-s{s}") for s in (0, 1, 2)) + "]"]),
