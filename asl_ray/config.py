@@ -131,8 +131,8 @@ class ModelConfig(_Section):
         "each attention layer (depthwise, Conformer-style; 0 = none)")
     part_embed: bool = Field(
         False, description="embed each body part's inputs (left hand, right hand, body) by its own layer, then fuse "
-        "them, instead of one linear map of all inputs (model.py); on WLASL100 +3.1 val top-1 over 3 seeds, in the "
-        "recipe since (README, row 19)")
+        "them, instead of one linear map of all inputs (model.py); on WLASL100 +3.1 val top-1 over 3 seeds, so the "
+        "recipe has it (README, row 19)")
 
     @model_validator(mode="after")
     def _encoder_options(self) -> ModelConfig:

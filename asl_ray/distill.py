@@ -61,9 +61,14 @@ def distill_loss(log_probs: torch.Tensor, teacher: torch.Tensor, lengths: torch.
     ``lengths`` (B,) valid steps per row."""
     s = log_probs.shape[1]
     valid = (torch.arange(s, device=log_probs.device)[None, :] < lengths.to(log_probs.device)[:, None])
-    q = teacher.to(log_probs.dtype)
-    kl = (torch.xlogy(q, q) - q * log_probs).sum(-1)  # xlogy: 0·log 0 = 0
+    kl = _kl(teacher, log_probs)
     return (kl * valid).sum() / valid.sum().clamp(min=1)
+
+
+def _kl(q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """KL(q ‖ p) over the last axis; xlogy makes 0·log 0 = 0."""
+    q = q.to(log_p.dtype)
+    return (torch.xlogy(q, q) - q * log_p).sum(-1)
 
 
 def gloss_distill_loss(log_probs: torch.Tensor, lengths: torch.Tensor, teacher: torch.Tensor,
@@ -73,9 +78,7 @@ def gloss_distill_loss(log_probs: torch.Tensor, lengths: torch.Tensor, teacher: 
     the student's CTC output over ``lengths`` steps, ``teacher`` (B, V)
     probabilities. Zero when no row is selected."""
     scores = single_label_scores(log_probs, lengths, grad=True)
-    log_p = torch.log_softmax(scores, dim=1)
-    q = teacher.to(log_p.dtype)
-    kl = (torch.xlogy(q, q) - q * log_p).sum(-1)
+    kl = _kl(teacher, torch.log_softmax(scores, dim=1))
     sel = rows.to(kl.device)
     return (kl * sel).sum() / sel.sum().clamp(min=1)
 

@@ -52,7 +52,7 @@ _PLAIN = _NO_SMOOTH + _NO_MIRROR
 
 # (name, what the row changes, overrides on top of configs/wlasl100_attention.yaml). Rows 1-4
 # build up the BiLSTM, rows 5-9 the attention encoder up to the first recipe;
-# the rest each change one thing of row 7 or 9. Row 13 is the recipe now.
+# the rest each change one thing of row 7, 9 or 13. Row 19 is the recipe now.
 RECIPE = "recipe-parts"  # the row that is the config as it is
 FIRST_RECIPE = "attn-smooth-mirror"  # the recipe before finger bones; the last two rows combine its models
 ROWS: list[tuple[str, str, list[str]]] = [
