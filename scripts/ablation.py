@@ -87,6 +87,10 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("recipe-distill", "row 13 distilled from the three seeds of row 13 (their posteriors over glosses averaged; "
      "run it with --run-dir runs/abl15 after them)", _BONES + _SMOOTH + _MIRROR + ["train.distill_level=glosses",
      "train.distill_from=[" + ",".join(str(ROOT / "runs" / "abl15" / f"recipe-bones-s{s}") for s in (0, 1, 2)) + "]"]),
+    ("recipe-parts-distill", "row 19 distilled from the three seeds of row 19 (their posteriors over glosses "
+     "averaged; run it with --run-dir runs/abl15 after them)", [_BONES[0], "model.part_embed=true"] + _SMOOTH
+     + _MIRROR + ["train.distill_level=glosses", "train.distill_from=[" + ",".join(
+         str(ROOT / "runs" / "abl15" / f"recipe-parts-s{s}") for s in (0, 1, 2)) + "]"]),
 ]
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The
