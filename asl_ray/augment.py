@@ -1,4 +1,5 @@
-"""Training-time augmentation of normalised landmarks (T, 75, 3). Plain numpy.
+"""Training-time augmentation of normalised landmarks (T, 75, 3), or (T, 115, 3)
+with the lips. Plain numpy.
 
 Each step is switchable in ``train.augment``. Spatial steps act on the
 landmarks in the body frame (shoulder midpoint at the origin, shoulder width
@@ -8,8 +9,8 @@ landmarks in the body frame (shoulder midpoint at the origin, shoulder width
   random frame drop (at least half the frames are kept);
 * spatial: a small rotation about each axis, a scale change and a shear;
 * Gaussian noise on every coordinate;
-* mirror: x -> -x with the signer's left and right swapped (hands and pose
-  points), so a right-handed sign becomes its left-handed form;
+* mirror: x -> -x with the signer's left and right swapped (hands, pose and
+  lip points), so a right-handed sign becomes its left-handed form;
 * landmark dropout: a hand hidden over a span of frames (``hand_drop``), or
   everything hidden over a shorter span (``time_mask``). Hidden means NaN,
   exactly what MediaPipe gives for a part it did not find (a hand is missing
@@ -31,10 +32,29 @@ MIRROR_ORDER = np.arange(75)
 for _a, _b in _POSE_PAIRS:
     MIRROR_ORDER[_a], MIRROR_ORDER[_b] = _b, _a
 MIRROR_ORDER[33:54], MIRROR_ORDER[54:75] = np.arange(54, 75), np.arange(33, 54)
+# Face Mesh lip points that are each other's mirror image (landmarks.LIPS
+# order; 0, 17, 13 and 14 lie on the midline), checked on real faces in the tests.
+_LIP_PAIRS = [(61, 291), (185, 409), (40, 270), (39, 269), (37, 267), (146, 375), (91, 321), (181, 405),
+              (84, 314), (78, 308), (191, 415), (80, 310), (81, 311), (82, 312), (95, 324), (88, 318),
+              (178, 402), (87, 317)]
+
+
+def _lips_mirror_order() -> np.ndarray:
+    from asl_ray.landmarks import LIPS
+
+    at = {face: 75 + i for i, face in enumerate(LIPS)}
+    order = np.concatenate([MIRROR_ORDER, np.arange(75, 75 + len(LIPS))])
+    for a, b in _LIP_PAIRS:
+        order[at[a]], order[at[b]] = at[b], at[a]
+    return order
+
+
+MIRROR_ORDER_LIPS = _lips_mirror_order()
 
 
 def mirror(landmarks: np.ndarray) -> np.ndarray:
-    out = landmarks[:, MIRROR_ORDER].copy()
+    order = MIRROR_ORDER if landmarks.shape[1] == len(MIRROR_ORDER) else MIRROR_ORDER_LIPS
+    out = landmarks[:, order].copy()
     out[..., 0] = -out[..., 0]
     return out
 

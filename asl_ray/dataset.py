@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from asl_ray.augment import augment
 from asl_ray.config import AugmentConfig, FeaturesConfig
 from asl_ray.errors import UserError
-from asl_ray.features import NUM_LANDMARKS
+from asl_ray.features import NUM_LANDMARKS, NUM_LIPS
 from asl_ray.inputs import Standardizer, StandardizerSums, build_inputs, resample
 from asl_ray.vocab import Vocabulary
 
@@ -40,7 +40,7 @@ class Sample:
     video_id: str
     gloss: str
     label: int  # vocabulary id, 1..V
-    landmarks: np.ndarray  # (T, 75, 3), a view into the table's buffer
+    landmarks: np.ndarray  # (T, 75, 3), a view into the table's buffer; (T, 115, 3) with lips
     fps: float | None
 
 
@@ -70,11 +70,29 @@ def list_buffer(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndar
     return values, offsets
 
 
-def landmark_views(table: pa.Table) -> list[np.ndarray]:
-    """Each row's landmarks (T, 75, 3) as a view into one float32 buffer."""
+def landmark_views(table: pa.Table, lips: bool = False) -> list[np.ndarray]:
+    """Each row's landmarks (T, 75, 3) as a view into one float32 buffer; with
+    ``lips`` (the ``lips`` input block), (T, 115, 3) copies with the 40 lip
+    points after the hands."""
     values, offsets = list_buffer(table.column("landmarks"))
     values = values.astype(np.float32, copy=False)
-    return [values[offsets[i]:offsets[i + 1]].reshape(-1, NUM_LANDMARKS, 3) for i in range(len(offsets) - 1)]
+    views = [values[offsets[i]:offsets[i + 1]].reshape(-1, NUM_LANDMARKS, 3) for i in range(len(offsets) - 1)]
+    if not lips:
+        return views
+    if "lips" not in table.column_names:
+        raise UserError("the lips input block needs the feature dataset's lips column: extract with "
+                        "extract.lips=true into a new extract.output_dir")
+    lip_values, lip_offsets = list_buffer(table.column("lips"))
+    lip_values = lip_values.astype(np.float32, copy=False)
+    out = []
+    for i, view in enumerate(views):
+        row = lip_values[lip_offsets[i]:lip_offsets[i + 1]]
+        if row.size != view.shape[0] * NUM_LIPS * 3:
+            vid = table.column("video_id")[i].as_py() if "video_id" in table.column_names else f"row {i}"
+            raise UserError(f"video {vid} has no lip landmarks, which the lips input block needs: extract "
+                            "with extract.lips=true into a new extract.output_dir")
+        out.append(np.concatenate([view, row.reshape(-1, NUM_LIPS, 3)], axis=1))
+    return out
 
 
 def vocabulary_of(table: pa.Table, vocab_size: int | None) -> Vocabulary:
@@ -88,25 +106,30 @@ def vocabulary_of(table: pa.Table, vocab_size: int | None) -> Vocabulary:
     return Vocabulary.from_counts({c["values"]: c["counts"] for c in counts}, vocab_size)
 
 
-def load_splits(table: pa.Table, vocab_size: int | None, max_frames: int, vocab: Vocabulary | None = None) -> Splits:
-    """Samples of the train and val splits of an ok-rows feature table."""
+def load_splits(table: pa.Table, vocab_size: int | None, max_frames: int, vocab: Vocabulary | None = None,
+                lips: bool = False) -> Splits:
+    """Samples of the train and val splits of an ok-rows feature table (with
+    their lip points when ``lips``)."""
     vocab = vocab or vocabulary_of(table, vocab_size)
     if table.num_rows == 0:
         raise UserError("the feature dataset has no ok rows: run `asl-ray extract` first")
-    out, dropped = _samples(table, vocab, max_frames, ("train", "val"))
+    out, dropped = _samples(table, vocab, max_frames, ("train", "val"), lips)
     return Splits(vocab, out["train"], out["val"], dict(dropped))
 
 
-def split_samples(table: pa.Table, split: str, vocab: Vocabulary, max_frames: int) -> list[Sample]:
+def split_samples(table: pa.Table, split: str, vocab: Vocabulary, max_frames: int, lips: bool = False
+                  ) -> list[Sample]:
     """Samples of any one split (``test`` too) in the vocabulary."""
-    return _samples(table, vocab, max_frames, (split,))[0][split]
+    return _samples(table, vocab, max_frames, (split,), lips)[0][split]
 
 
-def _samples(table: pa.Table, vocab: Vocabulary, max_frames: int, splits: tuple[str, ...]
+def _samples(table: pa.Table, vocab: Vocabulary, max_frames: int, splits: tuple[str, ...], lips: bool = False
              ) -> tuple[dict[str, list[Sample]], Counter[str]]:
     out: dict[str, list[Sample]] = {s: [] for s in splits}
     dropped: Counter[str] = Counter()
-    views = landmark_views(table)
+    if lips:  # only these splits' rows need lips (the lists are copied with them anyway)
+        table = table.filter(pc.is_in(table.column("split"), pa.array(list(splits))))
+    views = landmark_views(table, lips)
     meta = table.select(["video_id", "gloss", "split", "fps"]).to_pydict()
     for i, (vid, gloss, split, fps) in enumerate(zip(meta["video_id"], meta["gloss"], meta["split"], meta["fps"],
                                                       strict=True)):

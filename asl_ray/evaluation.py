@@ -43,7 +43,7 @@ def _split_samples(ck: LoadedCheckpoint, table: pa.Table, split: str) -> list[Sa
     if split not in present:
         raise UserError(f"--split {split!r}: not in the feature dataset, whose splits are: "
                         f"{', '.join(present) or 'none (no ok rows)'}")
-    samples = split_samples(table, split, ck.vocab, ck.cfg.features.max_frames)
+    samples = split_samples(table, split, ck.vocab, ck.cfg.features.max_frames, "lips" in ck.cfg.features.inputs)
     if not samples:
         raise UserError(f"no {split} samples of the checkpoint's vocabulary in the feature dataset")
     return samples
@@ -232,7 +232,9 @@ def predict_videos(ck: LoadedCheckpoint, videos: list[Path], k: int = 5) -> list
     from asl_ray.extract import SampleProcessor
     from asl_ray.schema import sample_arrays
 
-    proc = SampleProcessor(ck.cfg.extract)
+    # A model that reads lips needs them extracted, whatever its config's extract says.
+    proc = SampleProcessor(ck.cfg.extract.model_copy(
+        update={"lips": ck.cfg.extract.lips or "lips" in ck.cfg.features.inputs}))
     out: list[Prediction | str] = []
     for video in videos:
         row = proc({"video_id": video.stem, "gloss": "?", "label": -1, "split": "predict", "signer_id": None,
@@ -242,8 +244,9 @@ def predict_videos(ck: LoadedCheckpoint, videos: list[Path], k: int = 5) -> list
             continue
         arr = sample_arrays(row)
         hands = float((arr.left_mask | arr.right_mask).mean())
-        out.append(Prediction(str(video), predict_landmarks(ck, arr.landmarks, row["fps"], k), row["num_frames"],
-                              hands, decode_sequence(ck, arr.landmarks, row["fps"])))
+        lm = arr.model_landmarks("lips" in ck.cfg.features.inputs)
+        out.append(Prediction(str(video), predict_landmarks(ck, lm, row["fps"], k), row["num_frames"],
+                              hands, decode_sequence(ck, lm, row["fps"])))
     return out
 
 

@@ -53,7 +53,7 @@ def _manifest_fields(row: dict[str, Any]) -> dict[str, Any]:
 def failed_row(row: dict[str, Any], reason: str, seconds: float, version: str) -> dict[str, Any]:
     return {
         **_manifest_fields(row), "fps": row.get("fps"), "num_frames": 0, "width": None, "height": None,
-        "landmarks": [], "features": [], "pose_mask": [], "left_mask": [], "right_mask": [],
+        "landmarks": [], "features": [], "pose_mask": [], "left_mask": [], "right_mask": [], "lips": [],
         "extractor_version": version, "feature_version": FEATURE_VERSION, "status": STATUS_FAILED,
         "error": reason, "note": None, "seconds": seconds, "mediapipe_seconds": 0.0,
     }
@@ -72,15 +72,15 @@ class SampleProcessor:
         self._extractor: Any = None
 
     def _video(self, row: dict[str, Any]) -> tuple[Any, str]:
-        from asl_ray.landmarks import EXTRACTOR_VERSION, LandmarkExtractor
+        from asl_ray.landmarks import LandmarkExtractor
 
         if self._extractor is None:
             s = self.settings
             self._extractor = LandmarkExtractor(
-                s.frame_stride, s.max_frame_size, s.min_detection_confidence, s.min_tracking_confidence
+                s.frame_stride, s.max_frame_size, s.min_detection_confidence, s.min_tracking_confidence, s.lips
             )
         return self._extractor.extract(row["path"], int(row["frame_start"]), int(row["frame_end"]),
-                                       str(row.get("clips") or "raw")), EXTRACTOR_VERSION
+                                       str(row.get("clips") or "raw")), self._extractor.version
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from asl_ray.landmark_files import ASSUMED_ASPECT_NOTE, ISLR_VERSION, read_islr
@@ -88,7 +88,8 @@ class SampleProcessor:
         from asl_ray.pose_files import POSE_IMPORT_VERSION, read_pose_file
 
         t0 = time.perf_counter()
-        version = _version_of(row)
+        version = _version_of(row, self.settings.lips)
+        lips = None
         try:
             if version == ISLR_VERSION:
                 pose, left, right = read_islr(row["path"])
@@ -100,9 +101,9 @@ class SampleProcessor:
                 notes, mp_seconds = [], 0.0
             else:
                 lm, version = self._video(row)
-                pose, left, right, fps = lm.pose, lm.left, lm.right, lm.fps
+                pose, left, right, fps, lips = lm.pose, lm.left, lm.right, lm.fps, lm.lips
                 width, height, notes, mp_seconds = lm.width, lm.height, lm.notes, lm.mediapipe_seconds
-            vf = video_features(pose, left, right, fps)
+            vf = video_features(pose, left, right, fps, lips)
         except (ExtractionError, NoBodyFrame) as exc:
             return failed_row(row, str(exc), time.perf_counter() - t0, version)
         except Exception as exc:  # one bad video must never stop the run
@@ -112,6 +113,7 @@ class SampleProcessor:
             "width": width, "height": height,
             "landmarks": vf.landmarks.ravel(), "features": vf.features.ravel(),
             "pose_mask": vf.pose_mask, "left_mask": vf.left_mask, "right_mask": vf.right_mask,
+            "lips": [] if vf.lips is None else vf.lips.ravel(),
             "extractor_version": version, "feature_version": FEATURE_VERSION, "status": STATUS_OK,
             "error": None, "note": "; ".join(notes) or None,
             "seconds": time.perf_counter() - t0, "mediapipe_seconds": mp_seconds,
@@ -120,7 +122,8 @@ class SampleProcessor:
 
 def _list_column(values: list[Any], dtype: pa.DataType) -> pa.ListArray:
     """Per-row numpy arrays -> one Arrow list column, without Python objects per element."""
-    arrays = [np.asarray(v, dtype=dtype.to_pandas_dtype()).ravel() for v in values]
+    # None (a source that gives no such array, e.g. no lips) is an empty list.
+    arrays = [np.asarray([] if v is None else v, dtype=dtype.to_pandas_dtype()).ravel() for v in values]
     offsets = np.zeros(len(arrays) + 1, np.int32)
     np.cumsum([len(a) for a in arrays], out=offsets[1:])
     flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype.to_pandas_dtype())
@@ -175,15 +178,16 @@ def _node_id() -> str:
     return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else os.uname().nodename
 
 
-def _version_of(row: dict[str, Any]) -> str:
+def _version_of(row: dict[str, Any], lips: bool = False) -> str:
     """The extractor a row goes through, by its file: Kaggle ISLR landmarks
     (.parquet), pose-format (.pose), else a video for MediaPipe."""
     from asl_ray.landmark_files import ISLR_VERSION
-    from asl_ray.landmarks import EXTRACTOR_VERSION
+    from asl_ray.landmarks import EXTRACTOR_VERSION, LIPS_EXTRACTOR_VERSION
     from asl_ray.pose_files import POSE_IMPORT_VERSION
 
     suffix = Path(str(row["path"])).suffix.lower()
-    return {".parquet": ISLR_VERSION, ".pose": POSE_IMPORT_VERSION}.get(suffix, EXTRACTOR_VERSION)
+    video = LIPS_EXTRACTOR_VERSION if lips else EXTRACTOR_VERSION
+    return {".parquet": ISLR_VERSION, ".pose": POSE_IMPORT_VERSION}.get(suffix, video)
 
 
 class ExtractActor:

@@ -51,6 +51,7 @@ FEATURE_VERSION = "phono36-v1"
 FEATURES_PER_HAND = 18
 NUM_FEATURES = 2 * FEATURES_PER_HAND
 NUM_LANDMARKS = 33 + 21 + 21  # pose, left hand, right hand
+NUM_LIPS = 40  # Face Mesh lip points (landmarks.LIPS), stored apart from the 75
 DEFAULT_FPS = 30.0
 
 L_SHOULDER, R_SHOULDER, L_HIP, R_HIP, NOSE = 11, 12, 23, 24, 0
@@ -167,10 +168,13 @@ class VideoFeatures:
     pose_mask: np.ndarray  # (T,) bool
     left_mask: np.ndarray
     right_mask: np.ndarray
+    lips: np.ndarray | None = None  # (T, 40, 3) in the body frame, when extracted
 
 
-def video_features(pose: np.ndarray, left: np.ndarray, right: np.ndarray, fps: float) -> VideoFeatures:
-    """Normalise one video's landmarks and compute its phonological features."""
+def video_features(pose: np.ndarray, left: np.ndarray, right: np.ndarray, fps: float,
+                   lips: np.ndarray | None = None) -> VideoFeatures:
+    """Normalise one video's landmarks (and lips, if given: into the same body
+    frame) and compute its phonological features."""
     frame = body_frame(pose)
     pose_n = frame.apply(np.asarray(pose, np.float64)[..., :3])
     left_n = frame.apply(np.asarray(left, np.float64))
@@ -184,6 +188,7 @@ def video_features(pose: np.ndarray, left: np.ndarray, right: np.ndarray, fps: f
         pose_mask=np.all(np.isfinite(pose_n), axis=(1, 2)),
         left_mask=np.all(np.isfinite(left_n), axis=(1, 2)),
         right_mask=np.all(np.isfinite(right_n), axis=(1, 2)),
+        lips=None if lips is None else frame.apply(np.asarray(lips, np.float64)).astype(np.float32),
     )
 
 

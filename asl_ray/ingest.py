@@ -63,7 +63,7 @@ def _rows(table: pa.Table, vocab: Vocabulary) -> tuple[list[np.ndarray], np.ndar
     the rows whose gloss is in the vocabulary."""
     labels = np.array([vocab.id_of(g) or 0 for g in table.column("gloss").to_pylist()], np.int64)
     keep = np.flatnonzero(labels > 0)
-    all_views = landmark_views(table)
+    all_views = landmark_views(table, lips="lips" in table.column_names)  # read_split reads lips when used
     views = [all_views[i] for i in keep]
     fps = table.column("fps").to_pylist()
     seeds = (table.column(SEED_COLUMN).to_numpy() if SEED_COLUMN in table.column_names
@@ -232,7 +232,8 @@ def read_split(cfg: Config, split: str, shuffle_files: bool, exclude: list[str] 
     ctx = DataContext.get_current()
     v2, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
     try:
-        ds = ray.data.read_parquet(files, filesystem=loc.fs, columns=READ_COLUMNS, shuffle=shuffle,
+        columns = READ_COLUMNS + (["lips"] if "lips" in cfg.features.inputs else [])
+        ds = ray.data.read_parquet(files, filesystem=loc.fs, columns=columns, shuffle=shuffle,
                                    include_paths=bool(repeats))
     finally:
         ctx.use_datasource_v2 = v2

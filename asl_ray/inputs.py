@@ -1,6 +1,7 @@
 """Per-frame model inputs from stored landmarks. Plain numpy.
 
-Training samples keep the normalised landmarks (T, 75, 3) and build their
+Training samples keep the normalised landmarks (T, 75, 3; T, 115, 3 with the
+40 lip points after the hands when the ``lips`` block is used) and build their
 inputs on the fly, so augmentation can move the landmarks first and the
 phonological features are then recomputed by the same code as extraction.
 NaN (a hand not found) becomes 0 in the inputs; the ``masks`` block tells the
@@ -19,10 +20,11 @@ from asl_ray.features import DEFAULT_FPS, NUM_FEATURES, features_from_landmarks
 POSE_UPPER = (0, 11, 12, 13, 14, 15, 16, 23, 24)  # nose, shoulders, elbows, wrists, hips
 LEFT = slice(33, 54)
 RIGHT = slice(54, 75)
+LIPS = slice(75, 115)
 # MediaPipe hand topology: the parent joint of joints 1..20 (0 is the wrist).
 HAND_PARENTS = np.array([0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19])
 BLOCK_SIZES = {"phono": NUM_FEATURES, "masks": 3, "hands": 126, "pose": 27, "velocity": 3 * (2 + len(POSE_UPPER)),
-               "bones": 2 * 20 * 3}
+               "bones": 2 * 20 * 3, "lips": 40 * 3 + 1}
 
 
 def input_size(kinds: Sequence[str]) -> int:
@@ -31,7 +33,7 @@ def input_size(kinds: Sequence[str]) -> int:
 
 # Which body part each column of a block describes, in the block's order:
 # (part, count) runs. Sizes are checked against BLOCK_SIZES (tested).
-PARTS = ("left", "right", "body")
+PARTS = ("left", "right", "body", "face")
 _BLOCK_PARTS: dict[str, tuple[tuple[str, int], ...]] = {
     "phono": (("left", NUM_FEATURES // 2), ("right", NUM_FEATURES // 2)),
     "masks": (("body", 1), ("left", 1), ("right", 1)),
@@ -39,12 +41,13 @@ _BLOCK_PARTS: dict[str, tuple[tuple[str, int], ...]] = {
     "pose": (("body", 3 * len(POSE_UPPER)),),
     "velocity": (("left", 3), ("right", 3), ("body", 3 * len(POSE_UPPER))),
     "bones": (("left", 60), ("right", 60)),
+    "lips": (("face", 121),),
 }
 
 
 def part_columns(kinds: Sequence[str]) -> dict[str, list[int]]:
     """Column indices of the inputs built from ``kinds`` that describe each
-    body part (left hand, right hand, body), in :data:`PARTS` order; parts
+    body part (left hand, right hand, body, face), in :data:`PARTS` order; parts
     with no column are left out. Every column belongs to exactly one part."""
     cols: dict[str, list[int]] = {p: [] for p in PARTS}
     at = 0
@@ -82,6 +85,15 @@ def build_inputs(landmarks: np.ndarray, fps: float | None | np.ndarray, kinds: S
                 vec = hand[:, 1:] - hand[:, HAND_PARENTS]
                 bones.append(vec / np.maximum(np.linalg.norm(vec, axis=-1, keepdims=True), 1e-6))
             blocks.append(np.concatenate(bones, axis=1).reshape(t, -1))
+        elif kind == "lips":
+            if lm.shape[1] < LIPS.stop:
+                raise ValueError("the lips input block needs landmarks with the lips (T, 115, 3)")
+            # The mouth's shape, free of where the head is (the pose block has
+            # the nose): each point relative to the lips' centre.
+            lips = lm[:, LIPS]
+            blocks.append(np.concatenate([(lips - lips.mean(axis=1, keepdims=True)).reshape(t, -1),
+                                          np.asarray(np.isfinite(lips).all(axis=(1, 2)), np.float32).reshape(t, 1)],
+                                         axis=1))
         elif kind == "pose":
             blocks.append(lm[:, POSE_UPPER].reshape(t, -1))
         elif kind == "velocity":

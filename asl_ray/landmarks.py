@@ -7,7 +7,10 @@ built once per :class:`LandmarkExtractor` and reused across videos; between
 videos it is ``reset()`` so one video's tracking state never leaks into the
 next. Pose + Hands rather than Holistic: Holistic also runs the face mesh,
 which the features do not use, and spreads over ~1.4 cores; Pose + Hands is
-nearly single-threaded, so N actors fill N cores.
+nearly single-threaded, so N actors fill N cores. With ``extract.lips`` a
+Face Mesh graph runs too (~5 ms a frame against ~30 for Pose) and only its 40
+lip points are kept: mouthing is part of many signs, and the other 428 face
+points would be most of the bytes.
 
 Coordinates are returned in pixels of the processed frame (x*W, y*H, z*W) so
 that the aspect ratio is right before the Sim(3) normalisation. MediaPipe's
@@ -32,7 +35,15 @@ POSE_POINTS = 33
 HAND_POINTS = 21
 POSE_LEFT_WRIST = 15  # the signer's left wrist
 POSE_RIGHT_WRIST = 16
+NOSE = 0  # pose
 EXTRACTOR_VERSION = "mp0.10.14-pose1-hands1-v1"
+LIPS_EXTRACTOR_VERSION = "mp0.10.14-pose1-hands1-lips1-v1"  # the same pose and hands, plus lips
+# Face Mesh's lip contour points (mediapipe.solutions.face_mesh.FACEMESH_LIPS,
+# tested): outer upper, outer lower, inner upper, inner lower.
+LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 146, 91, 181, 84, 17, 314, 405, 321, 375,
+        78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+LIPS_POINTS = len(LIPS)
+FACE_NOSE_TIP = 1  # Face Mesh
 
 
 class ExtractionError(Exception):
@@ -51,6 +62,7 @@ class VideoLandmarks:
     height: int
     notes: list[str] = field(default_factory=list)
     mediapipe_seconds: float = 0.0
+    lips: np.ndarray | None = None  # (T, 40, 3) when extracted (``LIPS`` order)
 
     @property
     def num_frames(self) -> int:
@@ -114,7 +126,8 @@ def bounds_apply(total_frames: int, frame_start: int, frame_end: int) -> bool:
 
 
 class LandmarkExtractor:
-    """One Pose graph and one Hands graph, reused for every video it is given."""
+    """One Pose graph and one Hands graph (and a Face Mesh graph with ``lips``),
+    reused for every video it is given."""
 
     def __init__(
         self,
@@ -122,6 +135,7 @@ class LandmarkExtractor:
         max_frame_size: int | None = None,
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
+        lips: bool = False,
     ) -> None:
         mp = _import_mediapipe()
         import cv2
@@ -142,11 +156,24 @@ class LandmarkExtractor:
             min_detection_confidence=min_detection_confidence,
             min_tracking_confidence=min_tracking_confidence,
         )
+        self._face = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False,
+            max_num_faces=1,
+            refine_landmarks=False,
+            min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+        ) if lips else None
         self._used = False
+
+    @property
+    def version(self) -> str:
+        return LIPS_EXTRACTOR_VERSION if self._face is not None else EXTRACTOR_VERSION
 
     def close(self) -> None:
         self._pose.close()
         self._hands.close()
+        if self._face is not None:
+            self._face.close()
 
     def frames(self, path: Path, frame_start: int = 1, frame_end: int = -1, info: dict[str, Any] | None = None,
                clips: str = "raw") -> Iterator[np.ndarray]:
@@ -219,10 +246,13 @@ class LandmarkExtractor:
             # seed this one's first frame.
             self._pose.reset()
             self._hands.reset()
+            if self._face is not None:
+                self._face.reset()
         self._used = True
         info: dict[str, Any] = {}
         pose_rows: list[np.ndarray] = []
         hand_rows: dict[str, list[np.ndarray]] = {"left": [], "right": []}
+        lip_rows: list[np.ndarray] = []
         h = w = 0
         spent = 0.0
         for i, rgb in enumerate(self.frames(Path(path), frame_start, frame_end, info, clips)):
@@ -233,6 +263,7 @@ class LandmarkExtractor:
             try:
                 pres = self._pose.process(rgb)
                 hres = self._hands.process(rgb)
+                fres = self._face.process(rgb) if self._face is not None else None
             except Exception as exc:  # MediaPipe raises bare RuntimeErrors
                 raise ExtractionError(f"mediapipe failed on frame {i + 1}: {exc}") from exc
             spent += time.perf_counter() - t0
@@ -258,10 +289,27 @@ class LandmarkExtractor:
                     depth = pose[wrist_idx, 2] if have_pose else 0.0
                     pts3[:, 2] += depth - pts3[0, 2]
                     hands[side] = pts3
+            if fres is not None:
+                lip_rows.append(self._lips(fres, pose, scale))
             pose_rows.append(pose)
             hand_rows["left"].append(hands["left"])
             hand_rows["right"].append(hands["right"])
         fps = info.get("fps", 0.0)
         stride_fps = fps / self.frame_stride if fps else 0.0
         return VideoLandmarks(np.stack(pose_rows), np.stack(hand_rows["left"]), np.stack(hand_rows["right"]),
-                              stride_fps, w, h, info["notes"], spent)
+                              stride_fps, w, h, info["notes"], spent,
+                              np.stack(lip_rows) if self._face is not None else None)
+
+    @staticmethod
+    def _lips(result: Any, pose: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """The 40 lip points of one frame in pixels, NaN when no face was found.
+        Face Mesh's z is relative to the face's own centre; like the hands',
+        it is moved to the body's depth: the nose tip to the pose nose."""
+        lips = np.full((LIPS_POINTS, 3), np.nan, np.float32)
+        if not result.multi_face_landmarks:
+            return lips
+        pts = result.multi_face_landmarks[0].landmark
+        face = np.array([[pts[i].x, pts[i].y, pts[i].z] for i in (*LIPS, FACE_NOSE_TIP)], np.float32) * scale
+        depth = pose[NOSE, 2] if np.isfinite(pose[NOSE, 2]) else 0.0
+        face[:, 2] += depth - face[-1, 2]
+        return face[:-1]

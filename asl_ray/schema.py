@@ -7,7 +7,10 @@ columns; ``num_frames`` gives T, so
   (21), Sim(3)-normalised into the body frame (see ``features.py``), NaN where
   not found;
 * ``features``: T × 36 float32, the phonological features (``FEATURE_NAMES``);
-* ``pose_mask``, ``left_mask``, ``right_mask``: T booleans, landmark found.
+* ``pose_mask``, ``left_mask``, ``right_mask``: T booleans, landmark found;
+* ``lips``: T × 40 × 3 float32, Face Mesh's lip points in the same body frame,
+  NaN where no face was found; empty when extracted without ``extract.lips``
+  (null in files from before the column existed).
 
 A failed video has ``status = "failed"``, a reason in ``error``, zero frames
 and empty lists. ``note`` records anything the user should know about an ok
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from asl_ray.features import NUM_FEATURES, NUM_LANDMARKS
+from asl_ray.features import NUM_FEATURES, NUM_LANDMARKS, NUM_LIPS
 from asl_ray.manifest import MANIFEST_SCHEMA
 
 # The sample's identity columns are the manifest's own, so the two never drift.
@@ -47,6 +50,7 @@ FEATURE_SCHEMA = pa.schema(
         pa.field("note", pa.string()),
         pa.field("seconds", pa.float32()),
         pa.field("mediapipe_seconds", pa.float32()),
+        pa.field("lips", pa.list_(pa.float32())),
     ]
 )
 STATUS_OK = "ok"
@@ -62,14 +66,26 @@ class SampleArrays:
     pose_mask: np.ndarray  # (T,)
     left_mask: np.ndarray
     right_mask: np.ndarray
+    lips: np.ndarray | None = None  # (T, 40, 3), when extracted
+
+    def model_landmarks(self, with_lips: bool) -> np.ndarray:
+        """What training reads: (T, 75, 3), or (T, 115, 3) with the lips after
+        the hands (:func:`asl_ray.dataset.landmark_views`)."""
+        if not with_lips:
+            return self.landmarks
+        if self.lips is None:
+            raise ValueError("this row has no lip landmarks (extracted without extract.lips)")
+        return np.concatenate([self.landmarks, self.lips], axis=1)
 
 
 def sample_arrays(row: dict) -> SampleArrays:
     t = int(row["num_frames"])
+    lips = row.get("lips")
     return SampleArrays(
         landmarks=np.asarray(row["landmarks"], np.float32).reshape(t, NUM_LANDMARKS, 3),
         features=np.asarray(row["features"], np.float32).reshape(t, NUM_FEATURES),
         pose_mask=np.asarray(row["pose_mask"], bool),
         left_mask=np.asarray(row["left_mask"], bool),
         right_mask=np.asarray(row["right_mask"], bool),
+        lips=np.asarray(lips, np.float32).reshape(t, NUM_LIPS, 3) if lips is not None and len(lips) else None,
     )

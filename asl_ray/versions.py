@@ -9,13 +9,14 @@ import pyarrow.compute as pc
 
 from asl_ray.features import FEATURE_VERSION
 from asl_ray.landmark_files import ISLR_VERSION
-from asl_ray.landmarks import EXTRACTOR_VERSION
+from asl_ray.landmarks import EXTRACTOR_VERSION, LIPS_EXTRACTOR_VERSION
 from asl_ray.pose_files import POSE_IMPORT_VERSION
 
 SYNTHETIC_VERSION = "synthetic-v1"
-# Every extractor the code has today: MediaPipe on videos, the Kaggle ISLR and
+# Every extractor the code has today: MediaPipe on videos (with or without
+# lips), the Kaggle ISLR and
 # pose-format importers, the synthetic generator.
-EXTRACTORS = (EXTRACTOR_VERSION, ISLR_VERSION, POSE_IMPORT_VERSION, SYNTHETIC_VERSION)
+EXTRACTORS = (EXTRACTOR_VERSION, LIPS_EXTRACTOR_VERSION, ISLR_VERSION, POSE_IMPORT_VERSION, SYNTHETIC_VERSION)
 
 
 def stale_mask(table: pa.Table) -> pa.ChunkedArray:
