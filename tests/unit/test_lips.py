@@ -3,6 +3,8 @@ storage, the input block, mirroring, and the errors when a dataset lacks them.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -92,7 +94,7 @@ def test_lips_block_is_the_mouth_shape() -> None:
     assert cols["face"] == list(range(27, 27 + BLOCK_SIZES["lips"]))
 
 
-def test_datasets_without_lips_give_one_clear_error(lips_row: dict, tmp_path) -> None:
+def test_datasets_without_lips_give_one_clear_error(lips_row: dict, tmp_path: Path) -> None:
     with_lips = rows_to_table([lips_row])
     views = landmark_views(with_lips, lips=True)
     assert views[0].shape[1:] == (115, 3)
