@@ -91,6 +91,10 @@ ROWS: list[tuple[str, str, list[str]]] = [
      "averaged; run it with --run-dir runs/abl15 after them)", [_BONES[0], "model.part_embed=true"] + _SMOOTH
      + _MIRROR + ["train.distill_level=glosses", "train.distill_from=[" + ",".join(
          str(ROOT / "runs" / "abl15" / f"recipe-parts-s{s}") for s in (0, 1, 2)) + "]"]),
+    ("recipe-parts-lips", "row 19 + the lips input block (Face Mesh's 40 lip points relative to their centre, "
+     "its own part); features extracted with extract.lips=true into runs/wlasl100-lips/features",
+     ["features.inputs=[phono,masks,hands,pose,velocity,bones,lips]", "model.part_embed=true"] + _SMOOTH + _MIRROR
+     + ["extract.output_dir=" + str(ROOT / "runs" / "wlasl100-lips" / "features")]),
 ]
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The
