@@ -22,3 +22,14 @@ def test_every_name_imported_from_asl_ray_exists(path) -> None:  # type: ignore[
             module = importlib.import_module(node.module)
             for alias in node.names:
                 assert hasattr(module, alias.name), f"{path.name}: {node.module} has no {alias.name}"
+
+
+def test_missing_hands_counts_frames_without_both_hands() -> None:
+    import numpy as np
+
+    from scripts.missing_hands import missing_share
+
+    lm = np.zeros((10, 75, 3), np.float32)
+    lm[:3, 33:54] = np.nan  # left hand lost in 3 frames
+    lm[2:6, 60] = np.nan  # one right-hand point lost in 4 (one of them shared)
+    assert missing_share(lm) == 0.6

@@ -1,0 +1,83 @@
+"""Val top-1 by how much of a video MediaPipe lost a hand in, for groups of runs.
+
+    python scripts/missing_hands.py recipe-bones=runs/abl15/recipe-bones-s0,runs/abl15/recipe-bones-s1 \\
+                                    recipe-parts=runs/abl15/recipe-parts-s0,runs/abl15/recipe-parts-s1
+
+Each argument is NAME=RUN[,RUN...] (run folders or checkpoints, each scored
+at its best epoch). Videos of the split (duplicates left out, as evaluate
+leaves them out) are put in buckets by the share of their frames in which
+at least one hand was not found (most signs are one-handed, so the median
+is high); per group, the top-1 of each bucket is the mean over its runs.
+The buckets are fixed (under 50%, 50-80%, 80% and more), not chosen on the
+results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from asl_ray.checkpoint import load_checkpoint  # noqa: E402
+from asl_ray.dataset import split_samples  # noqa: E402
+from asl_ray.duplicates import usable_rows  # noqa: E402
+from asl_ray.evaluation import gloss_posteriors  # noqa: E402
+from asl_ray.extract import read_features  # noqa: E402
+from asl_ray.inputs import LEFT, RIGHT  # noqa: E402
+
+BUCKETS = ((0.0, 0.5, "under 50%"), (0.5, 0.8, "50-80%"), (0.8, 1.01, "80% and more"))
+
+
+def missing_share(landmarks: np.ndarray) -> float:
+    """Share of frames in which the left or the right hand is missing."""
+    found = [np.isfinite(landmarks[:, part]).all(axis=(1, 2)) for part in (LEFT, RIGHT)]
+    return float(np.mean(~(found[0] & found[1])))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("groups", nargs="+", help="NAME=RUN[,RUN...]")
+    p.add_argument("--split", default="val")
+    args = p.parse_args()
+    groups = []
+    for g in args.groups:
+        name, _, runs = g.partition("=")
+        if not runs:
+            p.error(f"{g!r}: expected NAME=RUN[,RUN...]")
+        groups.append((name, runs.split(",")))
+    rows = []
+    shares: np.ndarray | None = None
+    for name, runs in groups:
+        correct = []
+        for run in runs:
+            ck = load_checkpoint(run)
+            table, _ = usable_rows(read_features(ck.cfg.extract.output_dir), ck.cfg.data.duplicates)
+            samples = split_samples(table, args.split, ck.vocab, ck.cfg.features.max_frames,
+                                    "lips" in ck.cfg.features.inputs)
+            ids = [s.video_id for s in samples]
+            these = np.array([missing_share(s.landmarks) for s in samples])
+            if shares is None:
+                shares, first_ids = these, ids
+            elif ids != first_ids:
+                raise SystemExit(f"{run}: scores other {args.split} videos than the first run")
+            probs = gloss_posteriors(ck, samples)
+            correct.append(probs.argmax(1) + 1 == np.array([s.label for s in samples]))
+        rows.append((name, len(runs), np.mean(correct, axis=0)))
+    assert shares is not None
+    print(f"{args.split}: {len(shares)} videos; median share of frames with a hand missing "
+          f"{100 * np.median(shares):.0f}%")
+    print("| runs | " + " | ".join(f"{label} ({int(((shares >= lo) & (shares < hi)).sum())} videos)"
+                                   for lo, hi, label in BUCKETS) + " | all |")
+    print("| --- " * (len(BUCKETS) + 2) + "|")
+    for name, n, acc in rows:
+        cells = [f"{100 * acc[(shares >= lo) & (shares < hi)].mean():.1f}" for lo, hi, _ in BUCKETS]
+        print(f"| {name} (mean of {n}) | " + " | ".join(cells) + f" | {100 * acc.mean():.1f} |")
+
+
+if __name__ == "__main__":
+    main()
