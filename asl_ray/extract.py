@@ -92,7 +92,7 @@ class SampleProcessor:
         lips = None
         try:
             if version == ISLR_VERSION:
-                pose, left, right = read_islr(row["path"])
+                pose, left, right, lips = read_islr(row["path"], self.settings.lips)
                 fps = float(row.get("fps") or 0.0)
                 width = height = None
                 notes, mp_seconds = [ASSUMED_ASPECT_NOTE], 0.0

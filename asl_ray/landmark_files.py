@@ -2,8 +2,8 @@
 
 Each file has one row per (frame, landmark): ``frame, row_id, type,
 landmark_index, x, y, z`` with types face/left_hand/pose/right_hand and NaN for
-landmarks not found. We keep pose and hands (the features do not use the
-face), in the same layout and units as ``landmarks.py`` produces, so the rest
+landmarks not found. We keep pose and hands, and with ``extract.lips`` the
+face's 40 lip points (``landmarks.LIPS``), in the same layout and units as ``landmarks.py`` produces, so the rest
 of the pipeline cannot tell the two sources apart. The files carry no image
 size: x, y are taken as given (square pixels assumed, noted on the row).
 """
@@ -16,14 +16,25 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from asl_ray.landmarks import HAND_POINTS, POSE_LEFT_WRIST, POSE_POINTS, POSE_RIGHT_WRIST, ExtractionError
+from asl_ray.landmarks import (
+    FACE_NOSE_TIP,
+    HAND_POINTS,
+    LIPS,
+    NOSE,
+    POSE_LEFT_WRIST,
+    POSE_POINTS,
+    POSE_RIGHT_WRIST,
+    ExtractionError,
+)
 
 ISLR_VERSION = "asl-signs-import-v1"
 ASSUMED_ASPECT_NOTE = "landmark file: image size unknown, square pixels assumed"
 
 
-def read_islr(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pose (T,33,4), left (T,21,3), right (T,21,3)) of one landmark file."""
+def read_islr(path: Path | str, lips: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(pose (T,33,4), left (T,21,3), right (T,21,3), lips (T,40,3) or None)
+    of one landmark file; lips only when asked (NaN where the file has no face)."""
     try:
         table = pq.read_table(path, columns=["frame", "type", "landmark_index", "x", "y", "z"])
     except FileNotFoundError:
@@ -52,4 +63,15 @@ def read_islr(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for hand, wrist in ((left, POSE_LEFT_WRIST), (right, POSE_RIGHT_WRIST)):
         depth = np.where(np.isfinite(pose[:, wrist, 2]), pose[:, wrist, 2], 0.0)
         hand[..., 2] += (depth - hand[:, 0, 2])[:, None]
-    return pose, left, right
+    if not lips:
+        return pose, left, right, None
+    # The lips and the nose tip, whose depth goes to the pose nose's (as landmarks.py does).
+    face = np.full((t, len(LIPS) + 1, 3), np.nan, np.float32)
+    slot = np.full(468, -1)
+    slot[list(LIPS) + [FACE_NOSE_TIP]] = np.arange(len(LIPS) + 1)
+    sel = pc.equal(types, "face").to_numpy(zero_copy_only=False) & (idx < 468)
+    sel[sel] = slot[idx[sel]] >= 0
+    face[t_of[sel], slot[idx[sel]]] = xyz[sel]
+    depth = np.where(np.isfinite(pose[:, NOSE, 2]), pose[:, NOSE, 2], 0.0)
+    face[..., 2] += (depth - face[:, -1, 2])[:, None]
+    return pose, left, right, face[:, :-1]

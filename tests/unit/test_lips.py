@@ -112,3 +112,30 @@ def test_datasets_without_lips_give_one_clear_error(lips_row: dict, tmp_path: Pa
         landmark_views(read, lips=True)
     with pytest.raises(UserError, match="lips column"):
         landmark_views(pa.table({"landmarks": read.column("landmarks")}), lips=True)
+
+
+def test_kaggle_islr_files_give_their_lips() -> None:
+    from asl_ray.features import video_features
+    from asl_ray.landmark_files import read_islr
+
+    folder = require_shared("asl-signs", "train_landmark_files")
+    path = sorted(folder.rglob("*.parquet"))[0]
+    pose, left, right, lips = read_islr(path, lips=True)
+    assert read_islr(path)[3] is None
+    assert lips is not None and lips.shape == (pose.shape[0], NUM_LIPS, 3)
+    vf = video_features(pose, left, right, 30.0, lips)
+    assert vf.lips is not None
+    found = np.isfinite(vf.lips).all(axis=(1, 2))
+    assert found.mean() > 0.5
+    assert np.nanmean(vf.lips[found][..., 1]) < np.nanmean(vf.landmarks[found, 0, 1])  # below the nose
+    width = np.linalg.norm(vf.lips[found, LIPS.index(61)] - vf.lips[found, LIPS.index(291)], axis=-1).mean()
+    assert 0.05 < width < 0.5
+
+
+def test_islr_files_without_a_face_give_nan_lips(tmp_path: Path) -> None:
+    from asl_ray.landmark_files import read_islr
+    from asl_ray.synthetic import write_islr_folder
+
+    write_islr_folder(str(tmp_path), sequences=1, with_face=False)
+    pose, _, _, lips = read_islr(next(tmp_path.rglob("*.parquet")), lips=True)
+    assert lips is not None and lips.shape == (pose.shape[0], NUM_LIPS, 3) and np.isnan(lips).all()
