@@ -58,12 +58,13 @@ READ_COLUMNS = ["video_id", "gloss", "split", "status", "fps", "num_frames", "la
 SEED_COLUMN = "aug_seed"
 
 
-def _rows(table: pa.Table, vocab: Vocabulary) -> tuple[list[np.ndarray], np.ndarray, list[Any], np.ndarray]:
+def _rows(table: pa.Table, vocab: Vocabulary, features: FeaturesConfig
+          ) -> tuple[list[np.ndarray], np.ndarray, list[Any], np.ndarray]:
     """Landmark views, vocabulary ids, fps and (if present) augmentation seeds of
     the rows whose gloss is in the vocabulary."""
     labels = np.array([vocab.id_of(g) or 0 for g in table.column("gloss").to_pylist()], np.int64)
     keep = np.flatnonzero(labels > 0)
-    all_views = landmark_views(table, lips="lips" in table.column_names)  # read_split reads lips when used
+    all_views = landmark_views(table, lips="lips" in features.inputs)
     views = [all_views[i] for i in keep]
     fps = table.column("fps").to_pylist()
     seeds = (table.column(SEED_COLUMN).to_numpy() if SEED_COLUMN in table.column_names
@@ -87,7 +88,7 @@ def prepare_table(table: pa.Table, features: FeaturesConfig, standardizer: Stand
         splits = set(table.column("split").to_pylist())
         if len(splits) > 1:
             raise ValueError(f"sentences must come from one split, got rows of {sorted(splits)}")
-    views, labels, fps, seeds = _rows(table, vocab)
+    views, labels, fps, seeds = _rows(table, vocab, features)
     rngs = [np.random.default_rng([seed, int(u * 2**53)]) if augment_cfg is not None else None for u in seeds]
     groups: list[list[int]] = [[i] for i in range(len(views))]
     if sentences is not None and sentences.share > 0 and len(views) >= sentences.min_clips:
@@ -147,7 +148,7 @@ def sentence_table(table: pa.Table, features: FeaturesConfig, standardizer: Stan
     splits = set(table.column("split").to_pylist()) if "split" in table.column_names else set()
     if len(splits) > 1:
         raise ValueError(f"sentences must come from one split, got rows of {sorted(splits)}")
-    views, labels, fps, _ = _rows(table, vocab)
+    views, labels, fps, _ = _rows(table, vocab, features)
     plan = sentence_plan(len(views), count, s.val_seed, s.min_clips, s.max_clips)
     xs, targets, spans = [], [], []
     for group in plan:
@@ -180,7 +181,7 @@ def _width(features: FeaturesConfig) -> int:
 
 def standardizer_sums_table(table: pa.Table, features: FeaturesConfig, vocab: Vocabulary) -> pa.Table:
     """One row of partial standardiser sums over a batch of feature rows."""
-    views, _, fps, _ = _rows(table, vocab)
+    views, _, fps, _ = _rows(table, vocab, features)
     sums = StandardizerSums()
     xs = build_inputs_many([resample(lm, f, features.max_frames) for lm, f in zip(views, fps, strict=True)],
                            features.inputs)

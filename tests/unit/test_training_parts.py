@@ -41,21 +41,31 @@ def _landmarks(seed: int, t: int = 14) -> np.ndarray:
     return video_features(pose, left, right, fps=25).landmarks
 
 
+def _with_lips(lm: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(T, 115, 3): 40 lip points scattered about the nose, lost in frame 1."""
+    rng = np.random.default_rng(seed)
+    lips = lm[:, :1] + rng.normal(0, 0.05, (lm.shape[0], 40, 3)).astype(np.float32)
+    lips[1:2] = np.nan
+    return np.concatenate([lm, lips], axis=1)
+
+
 def test_input_blocks_have_their_sizes_and_no_nan() -> None:
-    lm = _landmarks(0)
-    kinds = ["phono", "masks", "hands", "pose", "velocity", "bones"]
+    lm = _with_lips(_landmarks(0))
+    kinds = ["phono", "masks", "hands", "pose", "velocity", "bones", "lips"]
     x = build_inputs(lm, 25, kinds)
     assert x.shape == (14, input_size(kinds)) == (14, sum(BLOCK_SIZES.values()))
     assert np.isfinite(x).all()
     assert (x[3:6, 36 + 1] == 0).all() and (x[:3, 36 + 1] == 1).all()  # left-hand mask
+    assert x[1, -1] == 0 and (x[[0, 2], -1] == 1).all()  # face found (the lips block's last column)
 
 
 def test_inputs_of_many_clips_in_one_pass_equal_one_by_one() -> None:
     """No velocity may cross from one clip into the next, and each clip keeps its
     own frame rate: the one-pass inputs are bit-for-bit the per-clip ones."""
     kinds = list(BLOCK_SIZES)
-    clips = [(_landmarks(0, t=14), 25.0), (_landmarks(1, t=9), None), (_landmarks(2, t=1), 30.0),
-             (_landmarks(3, t=2), 12.5), (_landmarks(4, t=20)[::-1], 50.0)]
+    clips = [(_with_lips(_landmarks(0, t=14)), 25.0), (_with_lips(_landmarks(1, t=9)), None),
+             (_with_lips(_landmarks(2, t=1)), 30.0), (_with_lips(_landmarks(3, t=2)), 12.5),
+             (_with_lips(_landmarks(4, t=20))[::-1], 50.0)]
     many = build_inputs_many(clips, kinds)
     assert [len(x) for x in many] == [14, 9, 1, 2, 20]
     for (lm, fps), x in zip(clips, many, strict=True):
@@ -188,7 +198,8 @@ def test_landmark_dropout_hides_spans_never_a_whole_clip() -> None:
         gone = np.isnan(masked).all(axis=(1, 2))
         assert 1 <= gone.sum() <= 8 and np.ptp(np.flatnonzero(gone)) == gone.sum() - 1  # one span, <= 20%
     np.testing.assert_array_equal(drop_landmarks(lm, 0.0, 0.0, rng), lm)
-    x = build_inputs(augment(lm, AugmentConfig(hand_drop=1.0, time_mask=1.0), rng), 25.0, list(BLOCK_SIZES))
+    x = build_inputs(augment(_with_lips(lm), AugmentConfig(hand_drop=1.0, time_mask=1.0), rng), 25.0,
+                     list(BLOCK_SIZES))
     assert np.isfinite(x).all()
 
 
