@@ -86,7 +86,8 @@ class ExtractConfig(_Section):
     min_detection_confidence: float = Field(0.5, ge=0, le=1)
     min_tracking_confidence: float = Field(0.5, ge=0, le=1)
     lips: bool = Field(False, description="also run MediaPipe Face Mesh and keep its 40 lip points (input block "
-                       "`lips`); ~5 ms a frame more; a new output_dir, since rows already there are kept as they are")
+                       "`lips`); ~1.08x the extraction time (benchmarks/lips_cost.py); a new output_dir, since "
+                       "rows already there are kept as they are")
     splits: list[str] | None = Field(None, description="only these splits (None = all)")
     limit: int | None = Field(None, gt=0, description="at most this many videos (quick runs)")
     progress_seconds: float = Field(10.0, gt=0, description="seconds between progress lines")
@@ -113,6 +114,11 @@ class FeaturesConfig(_Section):
 
     inputs: list[InputKind] = Field(["phono", "masks"], min_length=1, description="input blocks, in order")
     max_frames: int = Field(160, ge=8, description="longer videos are resampled uniformly to this")
+
+    @property
+    def lips(self) -> bool:
+        """Whether the inputs read the lip points (samples then carry them)."""
+        return "lips" in self.inputs
 
 
 class ModelConfig(_Section):

@@ -43,7 +43,7 @@ def _split_samples(ck: LoadedCheckpoint, table: pa.Table, split: str) -> list[Sa
     if split not in present:
         raise UserError(f"--split {split!r}: not in the feature dataset, whose splits are: "
                         f"{', '.join(present) or 'none (no ok rows)'}")
-    samples = split_samples(table, split, ck.vocab, ck.cfg.features.max_frames, "lips" in ck.cfg.features.inputs)
+    samples = split_samples(table, split, ck.vocab, ck.cfg.features.max_frames, ck.cfg.features.lips)
     if not samples:
         raise UserError(f"no {split} samples of the checkpoint's vocabulary in the feature dataset")
     return samples
@@ -234,7 +234,7 @@ def predict_videos(ck: LoadedCheckpoint, videos: list[Path], k: int = 5) -> list
 
     # A model that reads lips needs them extracted, whatever its config's extract says.
     proc = SampleProcessor(ck.cfg.extract.model_copy(
-        update={"lips": ck.cfg.extract.lips or "lips" in ck.cfg.features.inputs}))
+        update={"lips": ck.cfg.extract.lips or ck.cfg.features.lips}))
     out: list[Prediction | str] = []
     for video in videos:
         row = proc({"video_id": video.stem, "gloss": "?", "label": -1, "split": "predict", "signer_id": None,
@@ -244,7 +244,7 @@ def predict_videos(ck: LoadedCheckpoint, videos: list[Path], k: int = 5) -> list
             continue
         arr = sample_arrays(row)
         hands = float((arr.left_mask | arr.right_mask).mean())
-        lm = arr.model_landmarks("lips" in ck.cfg.features.inputs)
+        lm = arr.model_landmarks(ck.cfg.features.lips)
         out.append(Prediction(str(video), predict_landmarks(ck, lm, row["fps"], k), row["num_frames"],
                               hands, decode_sequence(ck, lm, row["fps"])))
     return out

@@ -64,7 +64,7 @@ def _rows(table: pa.Table, vocab: Vocabulary, features: FeaturesConfig
     the rows whose gloss is in the vocabulary."""
     labels = np.array([vocab.id_of(g) or 0 for g in table.column("gloss").to_pylist()], np.int64)
     keep = np.flatnonzero(labels > 0)
-    all_views = landmark_views(table, lips="lips" in features.inputs)
+    all_views = landmark_views(table, lips=features.lips)
     views = [all_views[i] for i in keep]
     fps = table.column("fps").to_pylist()
     seeds = (table.column(SEED_COLUMN).to_numpy() if SEED_COLUMN in table.column_names
@@ -233,7 +233,7 @@ def read_split(cfg: Config, split: str, shuffle_files: bool, exclude: list[str] 
     ctx = DataContext.get_current()
     v2, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
     try:
-        columns = READ_COLUMNS + (["lips"] if "lips" in cfg.features.inputs else [])
+        columns = READ_COLUMNS + (["lips"] if cfg.features.lips else [])
         ds = ray.data.read_parquet(files, filesystem=loc.fs, columns=columns, shuffle=shuffle,
                                    include_paths=bool(repeats))
     finally:

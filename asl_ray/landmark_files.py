@@ -3,8 +3,8 @@
 Each file has one row per (frame, landmark): ``frame, row_id, type,
 landmark_index, x, y, z`` with types face/left_hand/pose/right_hand and NaN for
 landmarks not found. We keep pose and hands, and with ``extract.lips`` the
-face's 40 lip points (``landmarks.LIPS``), in the same layout and units as ``landmarks.py`` produces, so the rest
-of the pipeline cannot tell the two sources apart. The files carry no image
+face's 40 lip points (``landmarks.LIPS``), in the same layout and units as
+``landmarks.py`` produces, so the rest of the pipeline cannot tell the two sources apart. The files carry no image
 size: x, y are taken as given (square pixels assumed, noted on the row).
 """
 
@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from asl_ray.landmarks import (
     FACE_NOSE_TIP,
+    FACE_POINTS,
     HAND_POINTS,
     LIPS,
     NOSE,
@@ -67,9 +68,9 @@ def read_islr(path: Path | str, lips: bool = False
         return pose, left, right, None
     # The lips and the nose tip, whose depth goes to the pose nose's (as landmarks.py does).
     face = np.full((t, len(LIPS) + 1, 3), np.nan, np.float32)
-    slot = np.full(468, -1)
+    slot = np.full(FACE_POINTS, -1)
     slot[list(LIPS) + [FACE_NOSE_TIP]] = np.arange(len(LIPS) + 1)
-    sel = pc.equal(types, "face").to_numpy(zero_copy_only=False) & (idx < 468)
+    sel = pc.equal(types, "face").to_numpy(zero_copy_only=False) & (idx < FACE_POINTS)
     sel[sel] = slot[idx[sel]] >= 0
     face[t_of[sel], slot[idx[sel]]] = xyz[sel]
     depth = np.where(np.isfinite(pose[:, NOSE, 2]), pose[:, NOSE, 2], 0.0)

@@ -8,9 +8,9 @@ videos it is ``reset()`` so one video's tracking state never leaks into the
 next. Pose + Hands rather than Holistic: Holistic also runs the face mesh,
 which the features do not use, and spreads over ~1.4 cores; Pose + Hands is
 nearly single-threaded, so N actors fill N cores. With ``extract.lips`` a
-Face Mesh graph runs too (~5 ms a frame against ~30 for Pose) and only its 40
-lip points are kept: mouthing is part of many signs, and the other 428 face
-points would be most of the bytes.
+Face Mesh graph runs too (1.08x the extraction time: benchmarks/lips_cost.py)
+and only its 40 lip points are kept: mouthing is part of many signs, and the
+other 428 face points would be most of the bytes.
 
 Coordinates are returned in pixels of the processed frame (x*W, y*H, z*W) so
 that the aspect ratio is right before the Sim(3) normalisation. MediaPipe's
@@ -42,8 +42,8 @@ LIPS_EXTRACTOR_VERSION = "mp0.10.14-pose1-hands1-lips1-v1"  # the same pose and 
 # tested): outer upper, outer lower, inner upper, inner lower.
 LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 146, 91, 181, 84, 17, 314, 405, 321, 375,
         78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
-LIPS_POINTS = len(LIPS)
-FACE_NOSE_TIP = 1  # Face Mesh
+FACE_POINTS = 468  # Face Mesh, refine_landmarks off
+FACE_NOSE_TIP = 1
 
 
 class ExtractionError(Exception):
@@ -305,7 +305,7 @@ class LandmarkExtractor:
         """The 40 lip points of one frame in pixels, NaN when no face was found.
         Face Mesh's z is relative to the face's own centre; like the hands',
         it is moved to the body's depth: the nose tip to the pose nose."""
-        lips = np.full((LIPS_POINTS, 3), np.nan, np.float32)
+        lips = np.full((len(LIPS), 3), np.nan, np.float32)
         if not result.multi_face_landmarks:
             return lips
         pts = result.multi_face_landmarks[0].landmark

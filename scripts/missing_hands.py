@@ -58,7 +58,7 @@ def main() -> None:
             ck = load_checkpoint(run)
             table, _ = usable_rows(read_features(ck.cfg.extract.output_dir), ck.cfg.data.duplicates)
             samples = split_samples(table, args.split, ck.vocab, ck.cfg.features.max_frames,
-                                    "lips" in ck.cfg.features.inputs)
+                                    ck.cfg.features.lips)
             ids = [s.video_id for s in samples]
             these = np.array([missing_share(s.landmarks) for s in samples])
             if shares is None:

@@ -32,7 +32,9 @@ def lips_row() -> dict:
 
 
 def test_lip_points_are_face_mesh_lips() -> None:
-    face_mesh = pytest.importorskip("mediapipe").solutions.face_mesh
+    import mediapipe
+
+    face_mesh = mediapipe.solutions.face_mesh
     assert sorted(LIPS) == sorted({i for edge in face_mesh.FACEMESH_LIPS for i in edge})
     assert len(LIPS) == NUM_LIPS
 
