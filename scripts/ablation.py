@@ -140,6 +140,9 @@ CTC_ROWS: list[tuple[str, str, list[str]]] = [
      "seeds of that row (their per-step posteriors averaged; run it with --run-dir runs/ctc after them)",
      _CTC + _SUB16 + _SENT + ["train.distill_from=[" + ",".join(
          str(ROOT / "runs" / "ctc" / f"ctc-sub16-sentences-s{s}") for s in (0, 1, 2)) + "]"]),
+    ("ctc-sub16-sentences-parts", "+ CTC step of 16 frames and training sentences, each body part's inputs "
+     "embedded by its own layer (`model.part_embed=true`, as recipe row 19)",
+     [_BONES[0], "model.part_embed=true"] + _SMOOTH + _MIRROR + ["train.sentences.val=100"] + _SUB16 + _SENT),
     ("ctc-sub16-sentences-ema", "+ CTC step of 16 frames, training sentences and a moving average of the weights "
      "(decay 0.998 a step)", _CTC + _SUB16 + _SENT + ["train.ema_decay=0.998"]),
 ]
