@@ -114,6 +114,9 @@ class FeaturesConfig(_Section):
 
     inputs: list[InputKind] = Field(["phono", "masks"], min_length=1, description="input blocks, in order")
     max_frames: int = Field(160, ge=8, description="longer videos are resampled uniformly to this")
+    dominant_hand: bool = Field(
+        False, description="mirror every sequence whose left hand is found on more frames than its right, so the "
+        "hand that signs is on the same side for every signer, in training and at inference (augment.py)")
 
     @property
     def lips(self) -> bool:

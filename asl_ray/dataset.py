@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import Dataset
 
-from asl_ray.augment import augment
+from asl_ray.augment import augment, dominant_hand_right
 from asl_ray.config import AugmentConfig, FeaturesConfig
 from asl_ray.errors import UserError
 from asl_ray.features import NUM_LANDMARKS, NUM_LIPS
@@ -70,15 +70,20 @@ def list_buffer(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndar
     return values, offsets
 
 
-def landmark_views(table: pa.Table, lips: bool = False) -> list[np.ndarray]:
+def landmark_views(table: pa.Table, lips: bool = False, dominant_hand: bool = False) -> list[np.ndarray]:
     """Each row's landmarks (T, 75, 3) as a view into one float32 buffer; with
     ``lips`` (the ``lips`` input block), (T, 115, 3) copies with the 40 lip
-    points after the hands."""
+    points after the hands; with ``dominant_hand`` (``features.dominant_hand``),
+    the rows signed with the left hand mirrored (copies)."""
     values, offsets = list_buffer(table.column("landmarks"))
     values = values.astype(np.float32, copy=False)
     views = [values[offsets[i]:offsets[i + 1]].reshape(-1, NUM_LANDMARKS, 3) for i in range(len(offsets) - 1)]
-    if not lips:
-        return views
+    if lips:
+        views = _with_lips(table, views)
+    return [dominant_hand_right(v) for v in views] if dominant_hand else views
+
+
+def _with_lips(table: pa.Table, views: list[np.ndarray]) -> list[np.ndarray]:
     if "lips" not in table.column_names:
         raise UserError("the lips input block needs the feature dataset's lips column: extract with "
                         "extract.lips=true into a new extract.output_dir")
@@ -106,30 +111,30 @@ def vocabulary_of(table: pa.Table, vocab_size: int | None) -> Vocabulary:
     return Vocabulary.from_counts({c["values"]: c["counts"] for c in counts}, vocab_size)
 
 
-def load_splits(table: pa.Table, vocab_size: int | None, max_frames: int, vocab: Vocabulary | None = None,
-                lips: bool = False) -> Splits:
-    """Samples of the train and val splits of an ok-rows feature table (with
-    their lip points when ``lips``)."""
+def load_splits(table: pa.Table, vocab_size: int | None, features: FeaturesConfig, vocab: Vocabulary | None = None
+                ) -> Splits:
+    """Samples of the train and val splits of an ok-rows feature table, as
+    ``features`` reads them (capped at its max_frames; lip points when its
+    inputs read them; mirrored to the dominant hand when it says so)."""
     vocab = vocab or vocabulary_of(table, vocab_size)
     if table.num_rows == 0:
         raise UserError("the feature dataset has no ok rows: run `asl-ray extract` first")
-    out, dropped = _samples(table, vocab, max_frames, ("train", "val"), lips)
+    out, dropped = _samples(table, vocab, features, ("train", "val"))
     return Splits(vocab, out["train"], out["val"], dict(dropped))
 
 
-def split_samples(table: pa.Table, split: str, vocab: Vocabulary, max_frames: int, lips: bool = False
-                  ) -> list[Sample]:
+def split_samples(table: pa.Table, split: str, vocab: Vocabulary, features: FeaturesConfig) -> list[Sample]:
     """Samples of any one split (``test`` too) in the vocabulary."""
-    return _samples(table, vocab, max_frames, (split,), lips)[0][split]
+    return _samples(table, vocab, features, (split,))[0][split]
 
 
-def _samples(table: pa.Table, vocab: Vocabulary, max_frames: int, splits: tuple[str, ...], lips: bool = False
+def _samples(table: pa.Table, vocab: Vocabulary, features: FeaturesConfig, splits: tuple[str, ...]
              ) -> tuple[dict[str, list[Sample]], Counter[str]]:
     out: dict[str, list[Sample]] = {s: [] for s in splits}
     dropped: Counter[str] = Counter()
-    if lips:  # only these splits' rows need lips (the lists are copied with them anyway)
+    if features.lips or features.dominant_hand:  # only these splits' rows need copies
         table = table.filter(pc.is_in(table.column("split"), pa.array(list(splits))))
-    views = landmark_views(table, lips)
+    views = landmark_views(table, features.lips, features.dominant_hand)
     meta = table.select(["video_id", "gloss", "split", "fps"]).to_pydict()
     for i, (vid, gloss, split, fps) in enumerate(zip(meta["video_id"], meta["gloss"], meta["split"], meta["fps"],
                                                       strict=True)):
@@ -139,7 +144,7 @@ def _samples(table: pa.Table, vocab: Vocabulary, max_frames: int, splits: tuple[
         if label is None:
             dropped[split] += 1
             continue
-        out[split].append(Sample(vid, gloss, label, *resample(views[i], fps, max_frames)))
+        out[split].append(Sample(vid, gloss, label, *resample(views[i], fps, features.max_frames)))
     return out, dropped
 
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
-from asl_ray.augment import change_speed
+from asl_ray.augment import change_speed, dominant_hand_right
 from asl_ray.checkpoint import LoadedCheckpoint
 from asl_ray.continuous.decoding import greedy
 from asl_ray.dataset import Sample, SignDataset, collate, split_samples
@@ -43,7 +43,7 @@ def _split_samples(ck: LoadedCheckpoint, table: pa.Table, split: str) -> list[Sa
     if split not in present:
         raise UserError(f"--split {split!r}: not in the feature dataset, whose splits are: "
                         f"{', '.join(present) or 'none (no ok rows)'}")
-    samples = split_samples(table, split, ck.vocab, ck.cfg.features.max_frames, ck.cfg.features.lips)
+    samples = split_samples(table, split, ck.vocab, ck.cfg.features)
     if not samples:
         raise UserError(f"no {split} samples of the checkpoint's vocabulary in the feature dataset")
     return samples
@@ -245,6 +245,8 @@ def predict_videos(ck: LoadedCheckpoint, videos: list[Path], k: int = 5) -> list
         arr = sample_arrays(row)
         hands = float((arr.left_mask | arr.right_mask).mean())
         lm = arr.model_landmarks(ck.cfg.features.lips)
+        if ck.cfg.features.dominant_hand:  # the whole video, as a training clip is
+            lm = dominant_hand_right(lm)
         out.append(Prediction(str(video), predict_landmarks(ck, lm, row["fps"], k), row["num_frames"],
                               hands, decode_sequence(ck, lm, row["fps"])))
     return out

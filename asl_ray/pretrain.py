@@ -119,7 +119,7 @@ def unlabelled_samples(cfg: Config) -> tuple[list[Sample], dict[str, int]]:
                             f"val or test videos of {cfg.extract.output_dir}")
         every = Vocabulary(tuple(sorted(set(table.column("gloss").to_pylist()))))
         extra = [s for split in sorted(set(table.column("split").to_pylist()))
-                 for s in split_samples(table, split, every, cfg.features.max_frames, cfg.features.lips)]
+                 for s in split_samples(table, split, every, cfg.features)]
         samples += extra
         counts[location] = len(extra)
     return samples, counts

@@ -65,7 +65,7 @@ def load_data(cfg: Config, vocab: Vocabulary | None = None) -> Splits:
     table = read_features(cfg.extract.output_dir)
     refuse_stale(table, cfg.extract.output_dir)
     table, _ = usable_rows(table, cfg.data.duplicates)
-    splits = load_splits(table, cfg.train.vocab_size, cfg.features.max_frames, vocab, cfg.features.lips)
+    splits = load_splits(table, cfg.train.vocab_size, cfg.features, vocab)
     if not splits.train:
         raise UserError("no train samples in the vocabulary: check train.vocab_size and the dataset")
     return splits

@@ -95,6 +95,9 @@ ROWS: list[tuple[str, str, list[str]]] = [
      "its own part); features extracted with extract.lips=true into runs/wlasl100-lips/features",
      ["features.inputs=[phono,masks,hands,pose,velocity,bones,lips]", "model.part_embed=true"] + _SMOOTH + _MIRROR
      + ["extract.output_dir=" + str(ROOT / "runs" / "wlasl100-lips" / "features")]),
+    ("recipe-parts-dominant", "row 19 with every left-handed sequence mirrored, in training and at inference "
+     "(`features.dominant_hand=true`), instead of random mirroring", [_BONES[0], "model.part_embed=true",
+     "features.dominant_hand=true"] + _SMOOTH + _NO_MIRROR),
 ]
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The

@@ -57,8 +57,7 @@ def main() -> None:
         for run in runs:
             ck = load_checkpoint(run)
             table, _ = usable_rows(read_features(ck.cfg.extract.output_dir), ck.cfg.data.duplicates)
-            samples = split_samples(table, args.split, ck.vocab, ck.cfg.features.max_frames,
-                                    ck.cfg.features.lips)
+            samples = split_samples(table, args.split, ck.vocab, ck.cfg.features)
             ids = [s.video_id for s in samples]
             these = np.array([missing_share(s.landmarks) for s in samples])
             if shares is None:

@@ -37,7 +37,7 @@ def _root(a: np.ndarray) -> object:
 
 
 def test_samples_are_views_of_one_contiguous_buffer(table: pa.Table) -> None:
-    splits = load_splits(table, None, max_frames=1000)
+    splits = load_splits(table, None, FEATURES.model_copy(update={"max_frames": 1000}))
     samples = splits.train + splits.val
     assert len(samples) == table.num_rows
     assert len({id(_root(s.landmarks)) for s in samples}) == 1  # no per-sample copies
@@ -48,7 +48,7 @@ def test_samples_are_views_of_one_contiguous_buffer(table: pa.Table) -> None:
 
 
 def test_prepare_table_matches_the_in_memory_inputs(table: pa.Table) -> None:
-    splits = load_splits(table, None, FEATURES.max_frames)
+    splits = load_splits(table, None, FEATURES)
     std = fit_standardizer(splits.train, FEATURES)
     out = prepare_table(table, FEATURES, std, splits.vocab)
     assert out.num_rows == table.num_rows
@@ -65,7 +65,7 @@ def test_prepare_table_matches_the_in_memory_inputs(table: pa.Table) -> None:
 
 
 def test_prepare_table_augments_by_row_seed_and_drops_glosses_outside_the_vocabulary(table: pa.Table) -> None:
-    splits = load_splits(table, None, FEATURES.max_frames)
+    splits = load_splits(table, None, FEATURES)
     std = fit_standardizer(splits.train, FEATURES)
     seeded = table.append_column("aug_seed", pa.array(np.linspace(0.1, 0.9, table.num_rows)))
     aug = AugmentConfig(mirror=0.5)
@@ -86,7 +86,7 @@ def test_prepare_table_augments_by_row_seed_and_drops_glosses_outside_the_vocabu
 
 
 def test_streamed_standardizer_sums_equal_the_in_memory_fit(table: pa.Table) -> None:
-    splits = load_splits(table, None, FEATURES.max_frames)
+    splits = load_splits(table, None, FEATURES)
     train = table.filter(pa.compute.equal(table.column("split"), "train"))
     total = StandardizerSums()
     for part in (train.slice(0, 7), train.slice(7)):  # any split of the rows adds up
@@ -110,7 +110,7 @@ def test_length_grouping_cuts_padding_and_keeps_every_row() -> None:
 
 
 def test_shard_batches_pads_and_applies_the_curriculum_limit(table: pa.Table) -> None:
-    splits = load_splits(table, None, FEATURES.max_frames)
+    splits = load_splits(table, None, FEATURES)
     std = fit_standardizer(splits.train, FEATURES)
     prepared = prepare_table(table, FEATURES, std, splits.vocab)
     width = int(len(prepared.column("x")[0].as_py()) / prepared.column("frames")[0].as_py())

@@ -92,7 +92,7 @@ def table() -> pa.Table:
 
 
 def test_training_batches_join_clips_of_one_split_into_multi_gloss_targets(table: pa.Table) -> None:
-    splits = load_splits(table, None, FEATURES.max_frames)
+    splits = load_splits(table, None, FEATURES)
     std = fit_standardizer(splits.train, FEATURES)
     train = table.filter(pa.compute.equal(table.column("split"), "train"))
     s = SentencesConfig(share=0.5)
@@ -119,7 +119,7 @@ def test_training_batches_join_clips_of_one_split_into_multi_gloss_targets(table
 
 
 def test_val_sentences_are_fixed_and_drawn_from_the_given_clips(table: pa.Table) -> None:
-    splits = load_splits(table, None, FEATURES.max_frames)
+    splits = load_splits(table, None, FEATURES)
     std = fit_standardizer(splits.train, FEATURES)
     val = table.filter(pa.compute.equal(table.column("split"), "val"))
     s = SentencesConfig(val=6, val_seed=2)

@@ -35,7 +35,7 @@ def _checkpoint(tmp_path: Path) -> Path:
     write_atomically(rows_to_table(rows), str(features), "part-0.parquet")
     cfg = load_config(None, ["data.wlasl_json=x.json", f"extract.output_dir={features}", "model.hidden_size=16",
                              "model.num_layers=1"])
-    splits = load_splits(rows_to_table(rows), None, cfg.features.max_frames)
+    splits = load_splits(rows_to_table(rows), None, cfg.features)
     std = fit_standardizer(splits.train, cfg.features)
     return save_checkpoint(tmp_path / "ck", cfg, build_model(cfg, splits.vocab.num_glosses), splits.vocab, std,
                            {"epoch": 0}, [])
@@ -63,7 +63,7 @@ def _model_checkpoint(tmp_path: Path, name: str, seed: int, subsample: int) -> L
         write_atomically(rows_to_table(rows), str(features), "part-0.parquet")
     cfg = load_config(None, ["data.wlasl_json=x.json", f"extract.output_dir={features}", "model.hidden_size=16",
                              "model.num_layers=1", "model.encoder=attention", f"model.subsample={subsample}"])
-    splits = load_splits(rows_to_table(rows), None, cfg.features.max_frames)
+    splits = load_splits(rows_to_table(rows), None, cfg.features)
     torch.manual_seed(seed)
     return load_checkpoint(save_checkpoint(tmp_path / name, cfg, build_model(cfg, splits.vocab.num_glosses),
                                            splits.vocab, fit_standardizer(splits.train, cfg.features),
