@@ -247,6 +247,11 @@ class TrainConfig(_Section):
         "step (warmed up as min(decay, (1+n)/(10+n)) over the first steps), and evaluate, select and save it "
         "instead of the weights being trained; the recipe's 40 steps an epoch make 0.998 an average over the "
         "last ~12 epochs; on WLASL100 it smooths the val curve but does not raise it (README, row 17; 0 = off)")
+    late_dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout before the CTC head from train.late_dropout_from_epoch on, instead of "
+        "model.dropout there: strong regularisation once the model fits the train set, as the Kaggle ISLR "
+        "winners' late dropout (loop.py; 0 = off)")
+    late_dropout_from_epoch: int = Field(1, ge=1, description="the epoch from which train.late_dropout acts")
     distill_from: list[str] = Field(
         [], description="checkpoints (checkpoint or run folders, local or URI) whose averaged CTC posterior "
         "this run learns to match, e.g. the seeds of a recipe (distill.py); they must have this run's glosses, "

@@ -98,6 +98,9 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("recipe-parts-dominant", "row 19 with every left-handed sequence mirrored, in training and at inference "
      "(`features.dominant_hand=true`), instead of random mirroring", [_BONES[0], "model.part_embed=true",
      "features.dominant_hand=true"] + _SMOOTH + _NO_MIRROR),
+    ("recipe-parts-latedrop", "row 19 with dropout 0.8 before the CTC head from epoch 31 "
+     "(`train.late_dropout=0.8`, once train top-1 is past ~85%)", [_BONES[0], "model.part_embed=true",
+     "train.late_dropout=0.8", "train.late_dropout_from_epoch=31"] + _SMOOTH + _MIRROR),
 ]
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The

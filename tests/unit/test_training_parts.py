@@ -383,6 +383,27 @@ def test_fit_scores_and_saves_the_weight_average_and_resumes_both(tmp_path: Path
         assert torch.equal(again.average.module.state_dict()[name], state.average.module.state_dict()[name])
 
 
+def test_late_dropout_takes_the_head_from_its_epoch_on_and_on_resume() -> None:
+    cfg = load_config(None, ["data.wlasl_json=x.json", "model.hidden_size=16", "model.num_layers=1",
+                             "model.dropout=0.1", "train.epochs=4", "train.augment.enabled=false",
+                             "train.late_dropout=0.8", "train.late_dropout_from_epoch=3"])
+    samples = _toy_samples(2)
+    std = fit_standardizer(samples, cfg.features)
+    model = build_model(cfg, 3)
+    opt = make_optimizer(model, cfg.train)
+    state = FitState(model, opt, make_scheduler(opt, cfg.train, 4))
+    seen: list[float] = []
+    fit(state, cfg.train, memory_batches(samples, cfg.features, std, batch_size=6), None, 3,
+        on_epoch_end=lambda st, m: seen.append(st.model.head[0].p))
+    assert seen == [0.1, 0.1, 0.8, 0.8]
+    fresh = build_model(cfg, 3)  # a run resumed at epoch 3 has it from its first epoch
+    opt2 = make_optimizer(fresh, cfg.train)
+    again = FitState(fresh, opt2, make_scheduler(opt2, cfg.train, 4))
+    again.epoch = 3
+    fit(again, cfg.train, memory_batches(samples, cfg.features, std, batch_size=6), None, 3)
+    assert fresh.head[0].p == 0.8
+
+
 def test_augmented_samples_stay_within_max_frames() -> None:
     cfg = FeaturesConfig(max_frames=16)
     samples = [Sample("a", "g", 1, _landmarks(0, t=16), 25.0)]
