@@ -33,3 +33,15 @@ def test_missing_hands_counts_frames_without_both_hands() -> None:
     lm[:3, 33:54] = np.nan  # left hand lost in 3 frames
     lm[2:6, 60] = np.nan  # one right-hand point lost in 4 (one of them shared)
     assert missing_share(lm) == 0.6
+
+
+def test_missing_hands_sides_follow_which_hand_is_found_more() -> None:
+    import numpy as np
+
+    from scripts.missing_hands import left_handed
+
+    lm = np.zeros((10, 75, 3), np.float32)
+    lm[:6, 54:75] = np.nan  # right hand found on 4 frames, left on 10
+    assert left_handed(lm) == 1.0
+    lm[:, 33:54] = np.nan
+    assert left_handed(lm) == 0.0
