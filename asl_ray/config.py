@@ -147,11 +147,17 @@ class ModelConfig(_Section):
         False, description="embed each body part's inputs (left hand, right hand, body) by its own layer, then fuse "
         "them, instead of one linear map of all inputs (model.py); on WLASL100 +3.1 val top-1 over 3 seeds, so the "
         "recipe has it (README, row 19)")
+    part_layers: int = Field(
+        0, ge=0, le=12, description="with part_embed and the attention encoder: attention layers of its own over "
+        "each body part's embedded sequence before the parts are fused (Siformer's per-part encoders; model.py)")
 
     @model_validator(mode="after")
     def _encoder_options(self) -> ModelConfig:
         if self.conv_kernel and self.encoder != "attention":
             raise ValueError(f"model.conv_kernel={self.conv_kernel}: needs model.encoder=attention")
+        if self.part_layers and not (self.part_embed and self.encoder == "attention"):
+            raise ValueError(f"model.part_layers={self.part_layers}: needs model.part_embed=true and "
+                             "model.encoder=attention")
         if self.encoder == "attention" and self.hidden_size % self.attention_heads:
             raise ValueError(
                 f"model.attention_heads={self.attention_heads}: must divide model.hidden_size={self.hidden_size}"

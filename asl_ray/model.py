@@ -30,7 +30,10 @@ mixes both hands and the body from the first layer, so a hand MediaPipe did
 not find (zeros and a mask) disturbs every unit; per part, a missing hand
 only changes its own embedding, which is computed from that hand's columns
 and mask alone (Siformer's separate per-part encoders; their robustness to
-missing parts is what they credit it for).
+missing parts is what they credit it for). With ``part_layers`` = n > 0 each
+part's embedded sequence also passes through n attention layers of its own
+before the fusion, as Siformer's per-part encoders do: a hand's trajectory is
+modelled over time from that hand alone, and only then mixed with the rest.
 
 Output rate (``subsample`` = k): the CTC head reads the encoder states
 averaged over non-overlapping windows of k frames, so a sequence of T frames
@@ -72,15 +75,19 @@ class SignModel(nn.Module):
         subsample: int = 1,
         conv_kernel: int = 0,
         parts: Sequence[Sequence[int]] | None = None,
+        part_layers: int = 0,
     ) -> None:
         super().__init__()
         self.subsample = subsample
         self.encoder_kind = encoder
         self.lstm_mode = lstm_mode
         self.bidirectional = bidirectional
-        self.proj: nn.Module
+        self.proj: nn.Sequential
+        if part_layers and (not parts or encoder != "attention"):
+            raise ValueError("part_layers needs parts and the attention encoder")
         if parts:
-            self.proj = nn.Sequential(PartEmbedding(input_size, parts, hidden_size), nn.Dropout(dropout))
+            temporal = (attention_heads, max_frames, part_layers, dropout) if part_layers else None
+            self.proj = nn.Sequential(PartEmbedding(input_size, parts, hidden_size, temporal), nn.Dropout(dropout))
         else:
             self.proj = nn.Sequential(
                 nn.Linear(input_size, hidden_size), nn.LayerNorm(hidden_size), nn.GELU(), nn.Dropout(dropout)
@@ -160,7 +167,15 @@ class SignModel(nn.Module):
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Encoder states (B, T, H)."""
-        h = self.proj(x)
+        t = x.shape[1]
+        if self.max_positions is not None and t > self.max_positions:
+            raise ValueError(f"{t} frames: the attention encoder has positions for {self.max_positions} "
+                             "(resample the sequence first)")
+        first = self.proj[0]
+        if isinstance(first, PartEmbedding) and first.temporal is not None:
+            h = self.proj[1](first(x, padding_mask(lengths, t, x.device)))
+        else:
+            h = self.proj(x)
         if self.encoder_kind == "lstm" and self.lstm_mode == "masked":
             h = self._masked_lstm(h, lengths)
         elif self.encoder_kind == "lstm" and self.lstm_mode == "packed":
@@ -172,11 +187,7 @@ class SignModel(nn.Module):
             # the padding of shorter sequences first.
             h, _ = self.lstm(h)
         else:
-            t = h.shape[1]
-            pad = torch.arange(t, device=h.device)[None, :] >= lengths.to(h.device)[:, None]
-            if t > self.pos.shape[1]:
-                raise ValueError(f"{t} frames: the attention encoder has positions for {self.pos.shape[1]} "
-                                 "(resample the sequence first)")
+            pad = padding_mask(lengths, t, h.device)
             h = h + self.pos[:, :t]
             if self.convs is None:
                 return self.attn(h, src_key_padding_mask=pad)
@@ -187,9 +198,14 @@ class SignModel(nn.Module):
 
 class PartEmbedding(nn.Module):
     """GELU(LN(W [GELU(LN(W_p x_p)) for each part p])): each body part's
-    columns embedded alone, then fused (module docstring: why)."""
+    columns embedded alone, then fused (module docstring: why). With
+    ``temporal`` = (heads, max_frames, layers, dropout), each part's embedded
+    sequence first passes through ``layers`` attention layers of its own
+    (with learned positions shared by the parts); ``forward`` then needs the
+    padding mask."""
 
-    def __init__(self, input_size: int, parts: Sequence[Sequence[int]], hidden: int) -> None:
+    def __init__(self, input_size: int, parts: Sequence[Sequence[int]], hidden: int,
+                 temporal: tuple[int, int, int, float] | None = None) -> None:
         super().__init__()
         flat = sorted(i for p in parts for i in p)
         if flat != list(range(input_size)):
@@ -199,14 +215,27 @@ class PartEmbedding(nn.Module):
         self.embed = nn.ModuleList(
             nn.Sequential(nn.Linear(len(cols), hidden), nn.LayerNorm(hidden), nn.GELU()) for cols in parts)
         self.fuse = nn.Sequential(nn.Linear(hidden * len(parts), hidden), nn.LayerNorm(hidden), nn.GELU())
+        self.temporal: nn.ModuleList | None = None
+        if temporal:
+            heads, max_frames, layers, dropout = temporal
+            self.part_pos = nn.Parameter(torch.zeros(1, max_frames, hidden))
+            self.temporal = nn.ModuleList(nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=2 * hidden, dropout=dropout,
+                                           batch_first=True, norm_first=True),
+                num_layers=layers, enable_nested_tensor=False) for _ in parts)
 
     def part(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """Part ``i``'s embedding (..., H), from its own columns only."""
         cols = getattr(self, f"cols{i}")
         return self.embed[i](x.index_select(-1, cols))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fuse(torch.cat([self.part(x, i) for i in range(len(self.embed))], dim=-1))
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        if self.temporal is None:
+            return self.fuse(torch.cat([self.part(x, i) for i in range(len(self.embed))], dim=-1))
+        assert pad is not None, "per-part attention layers need the padding mask"
+        pos = self.part_pos[:, :x.shape[1]]
+        return self.fuse(torch.cat([enc(self.part(x, i) + pos, src_key_padding_mask=pad)
+                                    for i, enc in enumerate(self.temporal)], dim=-1))
 
 
 class ConvBlock(nn.Module):
@@ -227,6 +256,11 @@ class ConvBlock(nn.Module):
         h = nn.functional.glu(self.expand(self.norm(x)), dim=-1).masked_fill(pad[..., None], 0.0)
         h = self.depthwise(h.transpose(1, 2)).transpose(1, 2)[:, :x.shape[1]]  # even kernels give T+1
         return x + self.out(self.mid(h))
+
+
+def padding_mask(lengths: torch.Tensor, t: int, device: torch.device) -> torch.Tensor:
+    """(B, t) bool on ``device``, True on the frames past each sequence's length."""
+    return torch.arange(t, device=device)[None, :] >= lengths.to(device)[:, None]
 
 
 def output_lengths(lengths: torch.Tensor, subsample: int) -> torch.Tensor:

@@ -252,7 +252,7 @@ def load_encoder(model: nn.Module, blob: dict[str, Any], location: str) -> int:
 
 def _describe(m: dict[str, Any]) -> str:
     return (f"{m['encoder']} {m['hidden_size']}x{m['num_layers']}, conv_kernel {m.get('conv_kernel', 0)}, "
-            f"part_embed {m.get('part_embed', False)}")
+            f"part_embed {m.get('part_embed', False)}, part_layers {m.get('part_layers', 0)}")
 
 
 def check_encoder(cfg: Config) -> None:

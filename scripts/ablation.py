@@ -101,6 +101,9 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("recipe-parts-latedrop", "row 19 with dropout 0.8 before the CTC head from epoch 31 "
      "(`train.late_dropout=0.8`, once train top-1 is past ~85%)", [_BONES[0], "model.part_embed=true",
      "train.late_dropout=0.8", "train.late_dropout_from_epoch=31"] + _SMOOTH + _MIRROR),
+    ("recipe-parts-encoders", "row 19 with one attention layer of its own over each body part's embedded "
+     "sequence before the fusion (`model.part_layers=1`, Siformer's per-part encoders)",
+     [_BONES[0], "model.part_embed=true", "model.part_layers=1"] + _SMOOTH + _MIRROR),
 ]
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The

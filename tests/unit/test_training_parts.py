@@ -180,6 +180,36 @@ def test_part_embedding_reads_each_part_from_its_own_columns() -> None:
     assert isinstance(out, torch.Tensor) and out.shape == (2, 9, 6)
 
 
+def test_part_layers_attend_over_time_within_each_part_only() -> None:
+    torch.manual_seed(0)
+    parts = [[0, 2], [1, 3, 4], [5]]
+    embed = PartEmbedding(6, parts, 8, temporal=(2, 16, 1, 0.0)).eval()
+    x = torch.randn(1, 7, 6)
+    nopad = torch.zeros(1, 7, dtype=torch.bool)
+    seq = embed.temporal[0] if embed.temporal is not None else None
+    assert seq is not None
+
+    def part0(inp: torch.Tensor) -> torch.Tensor:  # part 0 after its own attention layer
+        return seq(embed.part(inp, 0) + embed.part_pos[:, :7], src_key_padding_mask=nopad)
+
+    other = x.clone()
+    other[0, 5, [1, 3, 4, 5]] += torch.randn(4)  # the other parts, at frame 5 only
+    torch.testing.assert_close(part0(x), part0(other))  # a part never reads another part's columns
+    later = x.clone()
+    later[0, 5, [0, 2]] += torch.randn(2)  # part 0 itself, at frame 5
+    assert not torch.allclose(part0(x)[0, 0], part0(later)[0, 0])  # frame 0 now reads frame 5: context over time
+    model = SignModel(6, 4, hidden_size=8, num_layers=1, dropout=0.0, encoder="attention", parts=parts,
+                      part_layers=1, attention_heads=2).eval()
+    plain = SignModel(6, 4, hidden_size=8, num_layers=1, dropout=0.0, encoder="attention", parts=parts,
+                      attention_heads=2).eval()
+    assert count_parameters(model) > count_parameters(plain)
+    xs, lengths = torch.randn(2, 9, 6), torch.tensor([9, 4])
+    torch.testing.assert_close(model(xs, lengths)[1, :4], model(xs[1:, :4], torch.tensor([4]))[0],
+                               atol=1e-5, rtol=1e-5)  # padding never leaks in, before the fusion either
+    with pytest.raises(ValueError, match="model.part_layers=1: needs model.part_embed=true"):
+        Config.model_validate({"model": {"encoder": "attention", "part_layers": 1}})
+
+
 def test_conv_kernel_needs_the_attention_encoder() -> None:
     with pytest.raises(ValueError, match="model.conv_kernel=9: needs model.encoder=attention"):
         Config.model_validate({"model": {"encoder": "lstm", "conv_kernel": 9}})
