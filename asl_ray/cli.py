@@ -374,6 +374,7 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
                    f"{se.wer_greedy:.1%}, beam {se.wer_beam:.1%}"
                    + (f" (ensemble of {len(cks)})" if len(cks) > 1 else "")
                    + (" (sentences at speed 1 only)" if speeds != (1.0,) else ""))
+        click.echo(f"  greedy: {se.kinds_greedy.describe(se.glosses)}; beam: {se.kinds_beam.describe(se.glosses)}")
         for ref, g, b in se.examples:
             click.echo(f"  {' '.join(ref):<40} greedy: {' '.join(g) or '-'} | beam: {' '.join(b) or '-'}")
 

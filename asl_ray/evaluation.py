@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from asl_ray.augment import change_speed, dominant_hand_right
 from asl_ray.checkpoint import LoadedCheckpoint
 from asl_ray.continuous.decoding import greedy
+from asl_ray.continuous.wer import Edits, edits
 from asl_ray.dataset import Sample, SignDataset, collate, split_samples
 from asl_ray.decode import MetricAccumulator, confusion, ranking_metrics, single_label_scores
 from asl_ray.duplicates import usable_rows
@@ -126,6 +127,8 @@ class SentenceEvaluation:
     wer_greedy: float
     wer_beam: float
     examples: list[tuple[list[str], list[str], list[str]]]  # reference, greedy, beam
+    kinds_greedy: Edits  # the edits behind each WER, summed over the sentences
+    kinds_beam: Edits
 
 
 def evaluate_sentences(cks: Sequence[LoadedCheckpoint], split: str, count: int, seed: int | None = None,
@@ -137,7 +140,6 @@ def evaluate_sentences(cks: Sequence[LoadedCheckpoint], split: str, count: int, 
     and the same CTC step (``model.subsample``)."""
     from asl_ray.continuous.decoding import beam_decoder
     from asl_ray.continuous.sentences import sentence_plan
-    from asl_ray.continuous.wer import edits
     from asl_ray.ingest import sentence_inputs
 
     first = cks[0]
@@ -156,7 +158,8 @@ def evaluate_sentences(cks: Sequence[LoadedCheckpoint], split: str, count: int, 
     names = first.vocab.glosses
     for ck in cks:
         ck.model.eval()
-    words = greedy_edits = beam_edits = 0
+    words = 0
+    kinds = {"greedy": Edits(0, 0, 0), "beam": Edits(0, 0, 0)}
     shown: list[tuple[list[str], list[str], list[str]]] = []
     for group in plan:
         clips = [(samples[i].landmarks, samples[i].fps) for i in group]
@@ -175,12 +178,11 @@ def evaluate_sentences(cks: Sequence[LoadedCheckpoint], split: str, count: int, 
         ref = [samples[i].label for i in group]
         g, b = greedy(lp).glosses, beam(lp).glosses
         words += len(ref)
-        greedy_edits += edits(ref, g).total
-        beam_edits += edits(ref, b).total
+        kinds = {"greedy": kinds["greedy"] + edits(ref, g), "beam": kinds["beam"] + edits(ref, b)}
         if len(shown) < examples:
             shown.append(([names[i - 1] for i in ref], [names[i - 1] for i in g], [names[i - 1] for i in b]))
-    return SentenceEvaluation(split, len(plan), words, greedy_edits / max(words, 1), beam_edits / max(words, 1),
-                              shown)
+    return SentenceEvaluation(split, len(plan), words, kinds["greedy"].total / max(words, 1),
+                              kinds["beam"].total / max(words, 1), shown, kinds["greedy"], kinds["beam"])
 
 
 @dataclass

@@ -16,6 +16,16 @@ class Edits:
     def total(self) -> int:
         return self.substitutions + self.deletions + self.insertions
 
+    def __add__(self, other: Edits) -> Edits:
+        return Edits(self.substitutions + other.substitutions, self.deletions + other.deletions,
+                     self.insertions + other.insertions)
+
+    def describe(self, words: int) -> str:
+        """'substitutions 30.1, deletions 12.0, insertions 6.3' in % of ``words`` reference glosses."""
+        n = max(words, 1)
+        return (f"substitutions {self.substitutions / n:.1%}, deletions {self.deletions / n:.1%}, "
+                f"insertions {self.insertions / n:.1%}")
+
 
 def edits(reference: Sequence[int | str], hypothesis: Sequence[int | str]) -> Edits:
     """The Levenshtein alignment with the fewest edits; among equally short

@@ -111,6 +111,7 @@ def test_sentences_train_and_decode_with_word_error_rate(asl_features: Path, tmp
     ev = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--sentences", "12"])
     assert ev.exit_code == 0, ev.output
     assert re.search(r"val sentences: 12 of 2-5 clips, \d+ glosses \| WER greedy [\d.]+%, beam [\d.]+%", ev.output)
+    assert re.search(r"greedy: substitutions [\d.]+%, deletions [\d.]+%, insertions [\d.]+%; beam: ", ev.output)
     assert "greedy:" in ev.output and "beam:" in ev.output  # examples: reference, greedy and beam reading
     bad = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--sentences", "-1"])
     assert bad.exit_code == 2 and "--sentences" in bad.output

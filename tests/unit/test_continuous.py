@@ -38,6 +38,10 @@ def test_word_error_rate_on_hand_made_cases() -> None:
     # Corpus WER: all edits over all reference glosses, so a hypothesis can exceed 100% on one sentence.
     assert word_error_rate([[1, 2], [3, 4, 5]], [[1, 2], [3]]) == pytest.approx(2 / 5)
     assert word_error_rate([[1]], [[2, 3, 4]]) == pytest.approx(3.0)
+    # Kinds summed over sentences, as `evaluate --sentences` reports them.
+    summed = edits([1, 2, 3], [1, 3]) + edits([1, 2, 3], [1, 5, 3]) + edits([1, 2], [1, 4, 2])
+    assert (summed.substitutions, summed.deletions, summed.insertions) == (1, 1, 1)
+    assert summed.describe(8) == "substitutions 12.5%, deletions 12.5%, insertions 12.5%"
 
 
 # ------------------------------------------------------------------- sentences
