@@ -35,7 +35,7 @@ def build_model(cfg: Config, num_classes: int) -> SignModel:
         m.bidirectional, m.encoder, m.attention_heads, max_positions(cfg), m.lstm_mode,
         aux_head=cfg.train.aux_weight > 0, subsample=m.subsample, conv_kernel=m.conv_kernel,
         parts=list(part_columns(cfg.features.inputs).values()) if m.part_embed else None,
-        part_layers=m.part_layers,
+        part_layers=m.part_layers, drop_path=m.drop_path,
     )
 
 

@@ -151,11 +151,17 @@ class ModelConfig(_Section):
         0, ge=0, le=12, description="with part_embed and the attention encoder: attention layers of its own over "
         "each body part's embedded sequence before the parts are fused (Siformer's per-part encoders; model.py); on "
         "WLASL100 one layer gave -5.5 val top-1 over 3 seeds, so the recipe has none (README, row 25)")
+    drop_path: float = Field(
+        0.0, ge=0, lt=1, description="attention encoder, training only: stochastic depth, each sample skips an "
+        "encoder layer (and its convolution block) with this chance at the last layer, less below it (model.py; "
+        "the Kaggle ISLR winner used 0.2)")
 
     @model_validator(mode="after")
     def _encoder_options(self) -> ModelConfig:
         if self.conv_kernel and self.encoder != "attention":
             raise ValueError(f"model.conv_kernel={self.conv_kernel}: needs model.encoder=attention")
+        if self.drop_path and self.encoder != "attention":
+            raise ValueError(f"model.drop_path={self.drop_path}: needs model.encoder=attention")
         if self.part_layers and not (self.part_embed and self.encoder == "attention"):
             raise ValueError(f"model.part_layers={self.part_layers}: needs model.part_embed=true and "
                              "model.encoder=attention")

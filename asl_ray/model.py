@@ -37,6 +37,13 @@ modelled over time from that hand alone, and only then mixed with the rest.
 On WLASL100 one such layer cost 5.5 val top-1 points over 3 seeds (README,
 row 25): with 632 training videos the extra layers fit train, not val.
 
+Stochastic depth (``drop_path`` = p, attention encoder, training only): each
+sample skips encoder layer i of n (with its convolution block) with chance
+p (i + 1) / n, and a kept layer's residual branches are scaled by 1/(1 - p_i).
+Why: a regulariser of depth rather than of units, used by the Kaggle ISLR
+winners (0.2): no layer can rely on the one before it always being there, so
+the encoder cannot build long brittle chains fitted to 632 videos.
+
 Output rate (``subsample`` = k): the CTC head reads the encoder states
 averaged over non-overlapping windows of k frames, so a sequence of T frames
 gives ceil(T / k) CTC steps (``output_lengths``). Why: when a sequence has
@@ -78,6 +85,7 @@ class SignModel(nn.Module):
         conv_kernel: int = 0,
         parts: Sequence[Sequence[int]] | None = None,
         part_layers: int = 0,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.subsample = subsample
@@ -87,6 +95,11 @@ class SignModel(nn.Module):
         self.proj: nn.Sequential
         if part_layers and (not parts or encoder != "attention"):
             raise ValueError("part_layers needs parts and the attention encoder")
+        if drop_path and encoder != "attention":
+            raise ValueError("drop_path needs the attention encoder")
+        # Stochastic depth: layer i of n is skipped with chance drop_path * (i + 1) / n
+        # (Huang et al.'s linear rule: the first layers, which every later one reads, are kept most).
+        self.drop_rates = [drop_path * (i + 1) / num_layers for i in range(num_layers)]
         if parts:
             temporal = (attention_heads, max_frames, part_layers, dropout) if part_layers else None
             self.proj = nn.Sequential(PartEmbedding(input_size, parts, hidden_size, temporal), nn.Dropout(dropout))
@@ -191,10 +204,12 @@ class SignModel(nn.Module):
         else:
             pad = padding_mask(lengths, t, h.device)
             h = h + self.pos[:, :t]
-            if self.convs is None:
+            if self.convs is None and not (self.training and any(self.drop_rates)):
                 return self.attn(h, src_key_padding_mask=pad)
-            for conv, layer in zip(self.convs, self.attn.layers, strict=True):
-                h = layer(conv(h, pad), src_key_padding_mask=pad)
+            convs = self.convs if self.convs is not None else [None] * len(self.attn.layers)
+            for conv, layer, rate in zip(convs, self.attn.layers, self.drop_rates, strict=True):
+                out = layer(conv(h, pad) if conv is not None else h, src_key_padding_mask=pad)
+                h = drop_path(h, out, rate) if self.training and rate else out
         return h
 
 
@@ -258,6 +273,16 @@ class ConvBlock(nn.Module):
         h = nn.functional.glu(self.expand(self.norm(x)), dim=-1).masked_fill(pad[..., None], 0.0)
         h = self.depthwise(h.transpose(1, 2)).transpose(1, 2)[:, :x.shape[1]]  # even kernels give T+1
         return x + self.out(self.mid(h))
+
+
+def drop_path(x: torch.Tensor, out: torch.Tensor, rate: float) -> torch.Tensor:
+    """Stochastic depth for a residual block ``out = x + f(x)``: per sample,
+    f(x) is dropped with chance ``rate`` and scaled by 1 / (1 - rate) when
+    kept, so its expected value is what inference (every block on) sees.
+    Pre-norm layers (norm_first) and the convolution block are x + branches,
+    so out - x is exactly their branches."""
+    keep = (torch.rand(x.shape[0], 1, 1, device=x.device) >= rate).to(x.dtype) / (1 - rate)
+    return x + (out - x) * keep
 
 
 def padding_mask(lengths: torch.Tensor, t: int, device: torch.device) -> torch.Tensor:

@@ -104,6 +104,9 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("recipe-parts-encoders", "row 19 with one attention layer of its own over each body part's embedded "
      "sequence before the fusion (`model.part_layers=1`, Siformer's per-part encoders)",
      [_BONES[0], "model.part_embed=true", "model.part_layers=1"] + _SMOOTH + _MIRROR),
+    ("recipe-parts-droppath", "row 19 with stochastic depth: each sample skips encoder layer i of 3 with chance "
+     "0.2 i / 3 in training (`model.drop_path=0.2`, as the Kaggle ISLR winner)",
+     [_BONES[0], "model.part_embed=true", "model.drop_path=0.2"] + _SMOOTH + _MIRROR),
 ]
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The
@@ -145,6 +148,8 @@ CTC_ROWS: list[tuple[str, str, list[str]]] = [
     ("ctc-sub16", "+ CTC step of 16 frames (model.subsample=16)", _CTC + _SUB16),
     ("ctc-sub16-sentences", "+ CTC step of 16 frames and training sentences", _CTC + _SUB16 + _SENT),
     ("ctc-sub16-lstm", "the BiLSTM (2 layers), + CTC step of 16 frames", _CTC + _LSTM + _SUB16),
+    ("ctc-sub16-sentences-lstm", "the BiLSTM (2 layers), + CTC step of 16 frames and training sentences",
+     _CTC + _LSTM + _SUB16 + _SENT),
     ("ctc-sub16-sentences-distill", "+ CTC step of 16 frames and training sentences, distilled from the three "
      "seeds of that row (their per-step posteriors averaged; run it with --run-dir runs/ctc after them)",
      _CTC + _SUB16 + _SENT + ["train.distill_from=[" + ",".join(

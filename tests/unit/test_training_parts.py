@@ -31,7 +31,7 @@ from asl_ray.loop import (
     train_epoch,
 )
 from asl_ray.losses import blank_mass, ctc_blank_loss, gloss_smoothing
-from asl_ray.model import PartEmbedding, SignModel, count_parameters
+from asl_ray.model import PartEmbedding, SignModel, count_parameters, drop_path
 from asl_ray.vocab import Vocabulary
 from tests.fixtures import fake_landmarks
 
@@ -208,6 +208,30 @@ def test_part_layers_attend_over_time_within_each_part_only() -> None:
                                atol=1e-5, rtol=1e-5)  # padding never leaks in, before the fusion either
     with pytest.raises(ValueError, match="model.part_layers=1: needs model.part_embed=true"):
         Config.model_validate({"model": {"encoder": "attention", "part_layers": 1}})
+
+
+def test_stochastic_depth_drops_whole_layers_per_sample_in_training_only() -> None:
+    torch.manual_seed(0)
+    x, out = torch.randn(4000, 3, 5), torch.randn(4000, 3, 5)
+    y = drop_path(x, out, 0.25)
+    dropped = (y == x).all(dim=(1, 2))  # the whole branch of a sample, never part of it
+    kept = torch.isclose(y, x + (out - x) / 0.75, atol=1e-5).all(dim=(1, 2))
+    assert bool((dropped ^ kept).all())
+    assert abs(dropped.float().mean().item() - 0.25) < 0.03
+    torch.testing.assert_close(y.mean(0), out.mean(0), atol=0.1, rtol=0)  # unbiased: inference sees the mean
+    kwargs = dict(hidden_size=8, num_layers=3, dropout=0.0, encoder="attention", attention_heads=2, conv_kernel=3)
+    torch.manual_seed(1)
+    deep = SignModel(6, 4, drop_path=0.6, **kwargs)  # type: ignore[arg-type]
+    assert deep.drop_rates == pytest.approx([0.2, 0.4, 0.6])
+    torch.manual_seed(1)
+    plain = SignModel(6, 4, **kwargs)  # type: ignore[arg-type]
+    xs, lengths = torch.randn(8, 9, 6), torch.tensor([9, 4, 9, 9, 7, 9, 9, 2])
+    torch.testing.assert_close(deep.eval()(xs, lengths), plain.eval()(xs, lengths))  # off at inference
+    deep.train()
+    draws = [deep(xs, lengths) for _ in range(3)]
+    assert not torch.allclose(draws[0], draws[1]) or not torch.allclose(draws[1], draws[2])  # random in training
+    with pytest.raises(ValueError, match="model.drop_path=0.2: needs model.encoder=attention"):
+        Config.model_validate({"model": {"encoder": "lstm", "drop_path": 0.2}})
 
 
 def test_conv_kernel_needs_the_attention_encoder() -> None:
