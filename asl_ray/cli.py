@@ -349,7 +349,10 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
     line = (f"{split}: {n} samples, {cks[0].vocab.num_glosses} glosses{what} | top1 {m['top1']:.1%} "
             f"top5 {m['top5']:.1%} mean per-class {m['mean_class_acc']:.1%}")
     if single:
-        line += f" | greedy {m['greedy_acc']:.1%} blank ratio {m['blank_ratio']:.2f} loss {m['loss']:.3f}"
+        # Why greedy misses where the exact ranking is right: a clip read as
+        # nothing (blank everywhere), or as two glosses (an insertion).
+        line += (f" | greedy {m['greedy_acc']:.1%} (read as nothing {m['greedy_empty']:.1%}, as 2+ glosses "
+                 f"{m['greedy_extra']:.1%}) blank ratio {m['blank_ratio']:.2f} loss {m['loss']:.3f}")
     click.echo(line)
     click.echo(f"{'gloss':<16} {'n':>3} {'top1':>6}  most confused with")
     for gloss, count, acc, confused in ev.per_class[:show]:

@@ -82,6 +82,8 @@ class MetricAccumulator:
     counts: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))  # confusion, rows = true
     top5_hits: int = 0
     greedy_hits: int = 0
+    greedy_empty: int = 0  # isolated clips greedy decoding reads as nothing
+    greedy_extra: int = 0  # ... as two glosses or more (an insertion, whatever the gloss)
     blank: int = 0
     frames: int = 0
     loss_sum: float = 0.0
@@ -120,6 +122,8 @@ class MetricAccumulator:
         self.top5_hits += int((top == y[:, None]).any(1).sum())
         decoded = greedy_decode(log_probs, lengths)
         self.greedy_hits += sum(d == [int(t) + 1] for d, t in zip(decoded, y.tolist(), strict=True))
+        self.greedy_empty += sum(not d for d in decoded)
+        self.greedy_extra += sum(len(d) > 1 for d in decoded)
         nb, nf = blank_frames(log_probs, lengths)
         self.blank += nb
         self.frames += nf
@@ -156,14 +160,16 @@ class MetricAccumulator:
             "top5": self.top5_hits / self.samples,
             "mean_class_acc": float(np.mean(np.diag(self.counts)[seen] / per_class[seen])),
             "greedy_acc": self.greedy_hits / self.samples,
+            "greedy_empty": self.greedy_empty / self.samples,
+            "greedy_extra": self.greedy_extra / self.samples,
             "blank_ratio": self.blank / max(self.frames, 1),
         }
 
     def confusion(self) -> np.ndarray:
         return self.counts
 
-    _SCALARS = ("top5_hits", "greedy_hits", "blank", "frames", "loss_sum", "samples", "sentences",
-                "sentence_glosses", "greedy_edits", "beam_sentences", "beam_edits")
+    _SCALARS = ("top5_hits", "greedy_hits", "greedy_empty", "greedy_extra", "blank", "frames", "loss_sum",
+                "samples", "sentences", "sentence_glosses", "greedy_edits", "beam_sentences", "beam_edits")
 
     def to_vector(self) -> np.ndarray:
         """Everything as one float64 vector (exact for counts below 2**53), for an all-reduce."""

@@ -104,12 +104,14 @@ def test_sentences_train_and_decode_with_word_error_rate(asl_features: Path, tmp
     assert "val sentences: WER greedy" in result.output
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("asl-ray").experiment_id])
-    for key in ("val_wer_greedy", "val_wer_beam", "val_greedy_acc", "val_top1"):
+    for key in ("val_wer_greedy", "val_wer_beam", "val_greedy_acc", "val_greedy_empty", "val_greedy_extra",
+                "val_top1"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 8, key
     ckpt = Path((tmp_path / "continuous" / "best_checkpoint.txt").read_text().strip())
 
     ev = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--sentences", "12"])
     assert ev.exit_code == 0, ev.output
+    assert re.search(r"greedy [\d.]+% \(read as nothing [\d.]+%, as 2\+ glosses [\d.]+%\)", ev.output)
     assert re.search(r"val sentences: 12 of 2-5 clips, \d+ glosses \| WER greedy [\d.]+%, beam [\d.]+%", ev.output)
     assert re.search(r"greedy: substitutions [\d.]+%, deletions [\d.]+%, insertions [\d.]+%; beam: ", ev.output)
     assert "greedy:" in ev.output and "beam:" in ev.output  # examples: reference, greedy and beam reading

@@ -71,10 +71,23 @@ def test_metrics_and_collapse_warning() -> None:
     acc.add(lp, torch.full((4,), 6), labels, loss=1.0)
     m = acc.compute()
     assert m["top1"] == 0.75 and m["blank_ratio"] == 1.0 and m["greedy_acc"] == 0.0
+    assert m["greedy_empty"] == 1.0 and m["greedy_extra"] == 0.0  # blank on every frame: read as nothing
     assert m["top5"] == 1.0
     assert acc.confusion()[3, 0] == 1
     assert collapse_warning(m, 4) is None  # blank everywhere, but ranking is far above chance
     assert "BLANK COLLAPSE" in (collapse_warning({"blank_ratio": 0.99, "top1": 0.01}, 100) or "")
+
+
+def test_greedy_misses_are_told_apart_and_survive_the_all_reduce() -> None:
+    paths = torch.tensor([[0, 2, 2, 0],   # gloss 2 of a gloss-2 clip: right
+                          [0, 0, 0, 0],   # nothing
+                          [0, 3, 0, 1],   # two glosses: an insertion
+                          [1, 1, 0, 0]])  # one gloss, the wrong one
+    lp = torch.log_softmax(F.one_hot(paths, 5).float() * 5, -1)
+    acc = MetricAccumulator(num_classes=4)
+    acc.add(lp, torch.full((4,), 4), torch.tensor([2, 2, 3, 4]), loss=1.0)
+    for m in (acc.compute(), acc.merge(acc).compute()):
+        assert (m["greedy_acc"], m["greedy_empty"], m["greedy_extra"]) == (0.25, 0.25, 0.25)
 
 
 def test_collapse_is_summarised_once_for_the_run() -> None:
