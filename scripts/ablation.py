@@ -148,6 +148,9 @@ CTC_ROWS: list[tuple[str, str, list[str]]] = [
     ("ctc-sub16", "+ CTC step of 16 frames (model.subsample=16)", _CTC + _SUB16),
     ("ctc-sub16-sentences", "+ CTC step of 16 frames and training sentences", _CTC + _SUB16 + _SENT),
     ("ctc-sub16-lstm", "the BiLSTM (2 layers), + CTC step of 16 frames", _CTC + _LSTM + _SUB16),
+    ("ctc-sub16-sentences-quarter", "+ CTC step of 16 frames and training sentences from a quarter of each "
+     "batch's clips instead of half (fewer insertions on isolated clips?)",
+     _CTC + _SUB16 + ["train.sentences.share=0.25"]),
     ("ctc-sub16-sentences-lstm", "the BiLSTM (2 layers), + CTC step of 16 frames and training sentences",
      _CTC + _LSTM + _SUB16 + _SENT),
     ("ctc-sub16-sentences-distill", "+ CTC step of 16 frames and training sentences, distilled from the three "
