@@ -107,6 +107,9 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("recipe-parts-droppath", "row 19 with stochastic depth: each sample skips encoder layer i of 3 with chance "
      "0.2 i / 3 in training (`model.drop_path=0.2`, as the Kaggle ISLR winner)",
      [_BONES[0], "model.part_embed=true", "model.drop_path=0.2"] + _SMOOTH + _MIRROR),
+    ("recipe-parts-droppath-long", "row 26 trained twice as long: 200 epochs, the cosine schedule stretched to "
+     "them (`train.epochs=200`; the Kaggle ISLR winner trained 300-400 with stochastic depth)",
+     [_BONES[0], "model.part_embed=true", "model.drop_path=0.2", "train.epochs=200"] + _SMOOTH + _MIRROR),
 ]
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The
