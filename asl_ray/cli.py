@@ -277,7 +277,11 @@ def _checkpoint_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         "checkpoint. A local path or a URI (s3://...).")(fn)
 
 
-def _prior_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _decoding_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--merge-repeats/--keep-repeats", "merge_repeats", default=None,
+                      help="Read a gloss read twice in a row as one (PHOENIX-2014's scoring convention: a "
+                      "sign's repeated movement is one sign), in readings and references; default: the "
+                      "checkpoint's train.sentences.merge_repeats.")(fn)
     fn = click.option("--prior-weight", type=float, default=None,
                       help="Weight of the prior's log-probability per gloss (default: the checkpoint's "
                       "train.sentences.prior_weight).")(fn)
@@ -285,13 +289,14 @@ def _prior_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Gloss sentences (one per line) whose bigrams guide beam search; off by default.")(fn)
 
 
-def _with_prior(ck: Any, prior: Path | None, weight: float | None) -> Any:
-    """The checkpoint with its beam search's gloss prior set from the command line."""
-    if prior is None and weight is None:
+def _with_decoding(ck: Any, prior: Path | None, weight: float | None, merge: bool | None) -> Any:
+    """The checkpoint with its decoding (beam search's gloss prior, repeats) set from the command line."""
+    if prior is None and weight is None and merge is None:
         return ck
     s = ck.cfg.train.sentences
     s = s.model_copy(update={"prior_corpus": prior or s.prior_corpus,
-                             "prior_weight": s.prior_weight if weight is None else weight})
+                             "prior_weight": s.prior_weight if weight is None else weight,
+                             "merge_repeats": s.merge_repeats if merge is None else merge})
     ck.cfg = ck.cfg.model_copy(update={"train": ck.cfg.train.model_copy(update={"sentences": s})})
     return ck
 
@@ -324,9 +329,10 @@ def _speeds(text: str | None) -> tuple[float, ...]:
 @click.option("--sentences", default=0, show_default=True, metavar="N",
               help="Also score N seeded sentences of 2-5 clips of the split (continuous signing): word error "
               "rate with greedy and beam-search decoding.")
-@_prior_options
+@_decoding_options
 def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, features_dir: str | None,
-             out: str | None, show: int, sentences: int, prior: Path | None, prior_weight: float | None) -> None:
+             out: str | None, show: int, sentences: int, prior: Path | None, prior_weight: float | None,
+             merge_repeats: bool | None) -> None:
     """Top-1, top-5, mean per-class accuracy and a per-class table of a checkpoint (or an ensemble);
     with --sentences N, the word error rate on sentences made of the split's clips."""
     import tempfile
@@ -339,7 +345,8 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
     speeds = _speeds(tta_speeds)
     if sentences < 0:
         raise click.BadParameter(f"{sentences}: expected a count >= 0", param_hint="--sentences")
-    cks = [load_checkpoint(c) for c in checkpoints]
+    cks = [_with_decoding(load_checkpoint(c), prior, prior_weight, merge_repeats) for c in checkpoints]
+    merged = " (repeats merged)" if cks[0].cfg.train.sentences.merge_repeats else ""
     single = len(cks) == 1 and speeds == (1.0,)
     ev = evaluate_checkpoint(cks[0], split, features_dir) if single else evaluate_ensemble(
         cks, split, features_dir, speeds)
@@ -351,8 +358,8 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
     if single:
         # Why greedy misses where the exact ranking is right: a clip read as
         # nothing (blank everywhere), or as two glosses (an insertion).
-        line += (f" | greedy {m['greedy_acc']:.1%} (read as nothing {m['greedy_empty']:.1%}, as 2+ glosses "
-                 f"{m['greedy_extra']:.1%}) blank ratio {m['blank_ratio']:.2f} loss {m['loss']:.3f}")
+        line += (f" | greedy{merged} {m['greedy_acc']:.1%} (read as nothing {m['greedy_empty']:.1%}, as 2+ "
+                 f"glosses {m['greedy_extra']:.1%}) blank ratio {m['blank_ratio']:.2f} loss {m['loss']:.3f}")
     click.echo(line)
     click.echo(f"{'gloss':<16} {'n':>3} {'top1':>6}  most confused with")
     for gloss, count, acc, confused in ev.per_class[:show]:
@@ -371,9 +378,8 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
                        join(where, "confusion_matrix.png"))
     click.echo(f"wrote {csv} and {png}")
     if sentences:
-        se = evaluate_sentences([_with_prior(cks[0], prior, prior_weight), *cks[1:]], split, sentences,
-                                features_dir=features_dir)
-        click.echo(f"{split} sentences: {se.sentences} of 2-5 clips, {se.glosses} glosses | WER greedy "
+        se = evaluate_sentences(cks, split, sentences, features_dir=features_dir)
+        click.echo(f"{split} sentences: {se.sentences} of 2-5 clips, {se.glosses} glosses{merged} | WER greedy "
                    f"{se.wer_greedy:.1%}, beam {se.wer_beam:.1%}"
                    + (f" (ensemble of {len(cks)})" if len(cks) > 1 else "")
                    + (" (sentences at speed 1 only)" if speeds != (1.0,) else ""))
@@ -386,15 +392,15 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
 @_checkpoint_option
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-k", "--top", default=5, show_default=True, help="How many glosses to show per video.")
-@_prior_options
+@_decoding_options
 def predict(checkpoint: str, videos: tuple[Path, ...], top: int, prior: Path | None,
-            prior_weight: float | None) -> None:
+            prior_weight: float | None, merge_repeats: bool | None) -> None:
     """Top-k glosses with probabilities for each VIDEO (extracted like the dataset), and the
     gloss sequence CTC decodes from it (several signs), each gloss with its video frames."""
     from asl_ray.checkpoint import load_checkpoint
     from asl_ray.evaluation import predict_videos
 
-    ck = _with_prior(load_checkpoint(checkpoint), prior, prior_weight)
+    ck = _with_decoding(load_checkpoint(checkpoint), prior, prior_weight, merge_repeats)
     for p in predict_videos(ck, list(videos), top):
         if isinstance(p, str):
             click.echo(f"failed: {p}")

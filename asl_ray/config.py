@@ -210,6 +210,9 @@ class SentencesConfig(_Section):
         None, description="gloss n-gram prior for beam search: a text file, one sentence of glosses per line "
         "(space-separated, the vocabulary's spelling); None = no prior")
     prior_weight: float = Field(0.5, ge=0, description="weight of the prior's log-probability per gloss")
+    merge_repeats: bool = Field(False, description="read and score consecutive repetitions of a gloss as one "
+                                "(PHOENIX-2014's scoring convention: a sign's repeated movement is one sign), "
+                                "in greedy and beam readings, their WER references and predict's sequence")
 
     @model_validator(mode="after")
     def _clip_range(self) -> SentencesConfig:

@@ -93,6 +93,9 @@ class MetricAccumulator:
     greedy_edits: int = 0
     beam_sentences: int = 0
     beam_edits: int = 0
+    # Score consecutive repetitions of a gloss as one, in readings and
+    # references (train.sentences.merge_repeats; continuous/decoding.py).
+    merge_repeats: bool = False
 
     def __post_init__(self) -> None:
         if self.counts.shape != (self.num_classes, self.num_classes):
@@ -120,7 +123,7 @@ class MetricAccumulator:
         k = min(5, scores.shape[1])
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         self.top5_hits += int((top == y[:, None]).any(1).sum())
-        decoded = greedy_decode(log_probs, lengths)
+        decoded = self._readings(greedy_decode(log_probs, lengths))
         self.greedy_hits += sum(d == [int(t) + 1] for d, t in zip(decoded, y.tolist(), strict=True))
         self.greedy_empty += sum(not d for d in decoded)
         self.greedy_extra += sum(len(d) > 1 for d in decoded)
@@ -134,15 +137,24 @@ class MetricAccumulator:
                        beam: Callable[[np.ndarray], Any] | None) -> None:
         from asl_ray.continuous.wer import edits
 
+        refs = self._readings(refs)
         self.sentences += len(refs)
         self.sentence_glosses += sum(len(r) for r in refs)
-        for ref, hyp in zip(refs, greedy_decode(log_probs, lengths), strict=True):
+        for ref, hyp in zip(refs, self._readings(greedy_decode(log_probs, lengths)), strict=True):
             self.greedy_edits += edits(ref, hyp).total
         if beam is not None:
             lp = log_probs.detach().float().cpu().numpy()
             for i, ref in enumerate(refs):
-                self.beam_edits += edits(ref, beam(lp[i, :int(lengths[i])]).glosses).total
+                hyp = beam(lp[i, :int(lengths[i])]).glosses
+                self.beam_edits += edits(ref, self._readings([hyp])[0]).total
             self.beam_sentences += len(refs)
+
+    def _readings(self, seqs: list[list[int]]) -> list[list[int]]:
+        if not self.merge_repeats:
+            return seqs
+        from asl_ray.continuous.decoding import merge_repeats
+
+        return [merge_repeats(s) for s in seqs]
 
     def compute(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -177,15 +189,17 @@ class MetricAccumulator:
                                np.array([float(getattr(self, k)) for k in self._SCALARS])])
 
     @classmethod
-    def from_vector(cls, num_classes: int, vec: np.ndarray) -> MetricAccumulator:
+    def from_vector(cls, num_classes: int, vec: np.ndarray, merge_repeats: bool = False) -> MetricAccumulator:
         n = num_classes * num_classes
-        acc = cls(num_classes, np.rint(vec[:n]).astype(np.int64).reshape(num_classes, num_classes))
+        acc = cls(num_classes, np.rint(vec[:n]).astype(np.int64).reshape(num_classes, num_classes),
+                  merge_repeats=merge_repeats)
         for k, v in zip(cls._SCALARS, vec[n:], strict=True):
             setattr(acc, k, float(v) if k == "loss_sum" else int(round(float(v))))
         return acc
 
     def merge(self, other: MetricAccumulator) -> MetricAccumulator:
-        return MetricAccumulator.from_vector(self.num_classes, self.to_vector() + other.to_vector())
+        return MetricAccumulator.from_vector(self.num_classes, self.to_vector() + other.to_vector(),
+                                             self.merge_repeats)
 
 
 def _split_targets(targets: torch.Tensor, target_lengths: torch.Tensor, rows: torch.Tensor) -> list[list[int]]:

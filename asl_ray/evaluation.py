@@ -55,7 +55,7 @@ def evaluate_checkpoint(ck: LoadedCheckpoint, split: str, features_dir: str | No
     samples = _split_samples(ck, table, split)
     loader = DataLoader(SignDataset(samples, ck.cfg.features, ck.standardizer), batch_size=64, collate_fn=collate)
     metrics, acc = evaluate(ck.model, loader, ck.vocab.num_glosses, ck.cfg.train.blank_penalty, None,
-                            ck.cfg.train.label_smoothing)
+                            ck.cfg.train.label_smoothing, merge_repeats=ck.cfg.train.sentences.merge_repeats)
     cm = acc.confusion()
     return Evaluation(split, metrics, per_class_table(cm, ck.vocab.glosses), cm)
 
@@ -138,7 +138,7 @@ def evaluate_sentences(cks: Sequence[LoadedCheckpoint], split: str, count: int, 
     unless given). Several checkpoints are an ensemble: their per-step CTC
     posteriors are averaged before decoding, which needs the same glosses
     and the same CTC step (``model.subsample``)."""
-    from asl_ray.continuous.decoding import beam_decoder
+    from asl_ray.continuous.decoding import beam_decoder, merge_repeats
     from asl_ray.continuous.sentences import sentence_plan
     from asl_ray.ingest import sentence_inputs
 
@@ -177,6 +177,8 @@ def evaluate_sentences(cks: Sequence[LoadedCheckpoint], split: str, count: int, 
         lp = np.log(probs / len(cks) + 1e-12)
         ref = [samples[i].label for i in group]
         g, b = greedy(lp).glosses, beam(lp).glosses
+        if s.merge_repeats:  # in the reference too, as PHOENIX-2014's scoring does
+            ref, g, b = merge_repeats(ref), merge_repeats(g), merge_repeats(b)
         words += len(ref)
         kinds = {"greedy": kinds["greedy"] + edits(ref, g), "beam": kinds["beam"] + edits(ref, b)}
         if len(shown) < examples:
@@ -220,6 +222,8 @@ def decode_sequence(ck: LoadedCheckpoint, landmarks: np.ndarray, fps: float | No
     with torch.no_grad():
         lp = ck.model(x, torch.tensor([x.shape[1]]))[0].numpy()
     d = beam_decoder(ck.cfg.train.sentences, ck.vocab.glosses)(lp)
+    if ck.cfg.train.sentences.merge_repeats:
+        d = d.merged()
     # CTC step i reads input frames [i·k, i·k + k - 1] (model.subsample = k); input
     # frame j is video frame round(j·(t-1)/(n-1)) (resample's uniform subsampling).
     n, k = x.shape[1], ck.model.subsample

@@ -486,7 +486,7 @@ def all_reduce_metrics(device: torch.device) -> Any:
         if dist.get_backend() == "nccl":
             vec = vec.to(device)
         dist.all_reduce(vec)
-        return MetricAccumulator.from_vector(acc.num_classes, vec.cpu().numpy())
+        return MetricAccumulator.from_vector(acc.num_classes, vec.cpu().numpy(), acc.merge_repeats)
 
     return reduce
 

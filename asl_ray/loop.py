@@ -95,10 +95,11 @@ def train_epoch(
     average: AveragedModel | None = None,
     teacher: Teacher | None = None,
     distill_weight: float = 1.0,
+    merge_repeats: bool = False,
 ) -> dict[str, float]:
     device = device or torch.device("cpu")
     model.train()
-    acc = MetricAccumulator(num_classes)
+    acc = MetricAccumulator(num_classes, merge_repeats=merge_repeats)
     norms: list[float] = []
     distilled: list[float] = []
     precision = precision if precision is not None else precision_for(device, amp)
@@ -180,13 +181,15 @@ def evaluate(
     reduce: Reduce = _same,
     terms: LossTerms | None = None,
     beam: Callable[[Any], Any] | None = None,
+    merge_repeats: bool = False,
 ) -> tuple[dict[str, float], MetricAccumulator]:
     """Metrics of ``loader``'s batches (this rank's part, added up by ``reduce``):
     the isolated clips' ranking metrics and loss, the sentences' word error
-    rate (greedy, and with ``beam`` a beam-search decoder)."""
+    rate (greedy, and with ``beam`` a beam-search decoder); ``merge_repeats``
+    scores a gloss read twice in a row as read once."""
     device = device or torch.device("cpu")
     model.eval()
-    acc = MetricAccumulator(num_classes)
+    acc = MetricAccumulator(num_classes, merge_repeats=merge_repeats)
     # The val loss is the plain CTC loss with the blank penalty and smoothing
     # (as before the peak and auxiliary terms existed): comparable across runs.
     terms = LossTerms(blank_penalty, label_smoothing) if terms is None else LossTerms(
@@ -387,14 +390,14 @@ def fit(
         metrics = {f"train_{k}": v for k, v in train_epoch(
             state.model, train_batches(epoch, limit), state.optimizer, num_classes, cfg.blank_penalty,
             cfg.grad_clip, device, amp, cfg.label_smoothing, reduce, precision, terms.at_epoch(epoch + 1),
-            state.average, teacher, cfg.distill_weight,
+            state.average, teacher, cfg.distill_weight, merge_repeats=cfg.sentences.merge_repeats,
         ).items()}
         metrics["train_seconds"] = time.perf_counter() - t0
         if val_batches is not None:
             t1 = time.perf_counter()
             val, state.last_val = evaluate(state.scored_model(), val_batches(),
                                            num_classes, cfg.blank_penalty, device, cfg.label_smoothing, reduce,
-                                           beam=beam)
+                                           beam=beam, merge_repeats=cfg.sentences.merge_repeats)
             metrics.update({f"val_{k}": v for k, v in val.items()})
             metrics["val_seconds"] = time.perf_counter() - t1
         metrics["epoch"] = epoch + 1

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from asl_ray.config import FeaturesConfig, SentencesConfig
-from asl_ray.continuous.decoding import BeamDecoder, GlossBigram, greedy, path_glosses
+from asl_ray.continuous.decoding import BeamDecoder, Decoded, GlossBigram, greedy, merge_repeats, path_glosses
 from asl_ray.continuous.sentences import group_sizes, join_clips, sentence_plan, trim_rest
 from asl_ray.continuous.wer import edits, word_error_rate
 from asl_ray.dataset import fit_standardizer, load_splits
@@ -317,6 +317,31 @@ def test_metric_accumulator_scores_sentences_by_word_error_rate() -> None:
     assert m["top1"] == 1.0 and m["greedy_acc"] == 1.0 and acc.samples == 1
     merged = acc.merge(acc).compute()  # survives the all-reduce vector
     assert merged["wer_greedy"] == pytest.approx(1 / 4) and merged["top1"] == 1.0
+
+
+def test_repeats_merge_in_readings_spans_and_references_only_when_asked() -> None:
+    # A gloss read twice (gloss, blank, gloss): one sign under PHOENIX-2014's scoring.
+    d = Decoded([2, 2, 1, 2], [(1, 1), (3, 4), (6, 6), (8, 9)], -1.0)
+    assert d.merged() == Decoded([2, 1, 2], [(1, 4), (6, 6), (8, 9)], -1.0)  # only consecutive ones
+    assert merge_repeats([1, 1, 1, 2, 1]) == [1, 2, 1] and merge_repeats([]) == []
+    twice = [[.9, .05, .05], [.05, .05, .9], [.9, .05, .05], [.05, .05, .9]]  # reads [2, 2]
+    lp = torch.from_numpy(np.stack([
+        _lp(twice),  # isolated clip of gloss 2
+        _lp(twice),  # sentence [2, 2]: right either way
+        _lp([[.9, .05, .05], [.05, .9, .05], [.9, .05, .05], [.05, .9, .05]]),  # sentence [1, 2] read [1, 1]
+    ]))
+    lengths, labels = torch.tensor([4, 4, 4]), torch.tensor([2, 0, 0])
+    targets, tl = torch.tensor([2, 2, 2, 1, 2]), torch.tensor([1, 2, 2])
+    strict, merging = MetricAccumulator(2), MetricAccumulator(2, merge_repeats=True)
+    for acc in (strict, merging):
+        acc.add(lp, lengths, labels, 1.0, targets, tl, BeamDecoder(2))
+    s = strict.compute()
+    assert s["greedy_acc"] == 0.0 and s["greedy_extra"] == 1.0 and s["top1"] == 1.0
+    assert s["wer_greedy"] == pytest.approx(1 / 4) and s["wer_beam"] == pytest.approx(1 / 4)
+    for m in (merging.compute(), merging.merge(merging).compute()):  # the flag survives a merge
+        assert m["greedy_acc"] == 1.0 and m["greedy_extra"] == 0.0 and m["top1"] == 1.0
+        # References merged too: [2] (read [2]) and [1, 2] (read [1]): one deletion in three glosses.
+        assert m["wer_greedy"] == pytest.approx(1 / 3) and m["wer_beam"] == pytest.approx(1 / 3)
 
 
 def test_a_batch_of_sentences_only_still_reaches_the_auxiliary_head() -> None:

@@ -110,3 +110,51 @@ def test_sentence_ensemble_averages_posteriors_and_needs_one_ctc_step(tmp_path: 
                                     str(tmp_path / "b"), "--sentences", "6", "--out", str(tmp_path / "eval")])
     assert out.exit_code == 0, out.output
     assert f"WER greedy {pair.wer_greedy:.1%}, beam {pair.wer_beam:.1%} (ensemble of 2" in out.output
+
+
+def test_merge_repeats_reaches_clips_and_sentences_from_the_command_line(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reading doubled (each gloss read twice in a row): kept, no clip is
+    read right and every read one is an insertion; with --merge-repeats the
+    clips and the sentences score as the undoubled readings do."""
+    import re
+
+    from asl_ray import decode
+    from asl_ray.continuous import decoding
+    from asl_ray.continuous.decoding import Decoded
+
+    _model_checkpoint(tmp_path, "a", 0, 4)
+    args = ["evaluate", "--checkpoint", str(tmp_path / "a"), "--sentences", "6", "--out", str(tmp_path / "eval")]
+
+    def scores(*extra: str) -> tuple[list[str], list[str]]:
+        out = CliRunner().invoke(main, [*args, *extra])
+        assert out.exit_code == 0, out.output
+        clips = re.search(r"greedy(?: \(repeats merged\))? ([\d.]+)% \(read as nothing ([\d.]+)%, as 2\+ glosses "
+                          r"([\d.]+)%\)", out.output)
+        wer = re.search(r"WER greedy ([\d.]+)%, beam ([\d.]+)%", out.output)
+        assert clips and wer, out.output
+        assert ("(repeats merged)" in out.output) == ("--merge-repeats" in extra)
+        return list(clips.groups()), list(wer.groups())
+
+    plain_clips, _ = scores()
+    plain_merged_clips, plain_merged_wer = scores("--merge-repeats")
+    assert plain_merged_clips == plain_clips  # nothing read twice yet: merging changes no clip
+
+    real_decode, real_greedy, real_beam = decode.greedy_decode, evaluation.greedy, decoding.beam_decoder
+    monkeypatch.setattr(decode, "greedy_decode", lambda lp, n: [[g for g in d for _ in (0, 1)]
+                                                                 for d in real_decode(lp, n)])
+
+    def twice(d: Decoded) -> Decoded:
+        return Decoded([g for g in d.glosses for _ in (0, 1)], [s for s in d.spans for _ in (0, 1)], d.score)
+
+    monkeypatch.setattr(evaluation, "greedy", lambda lp: twice(real_greedy(lp)))
+    def beam_twice(sentences: Any, glosses: Any) -> Any:
+        beam = real_beam(sentences, glosses)
+        return lambda lp: twice(beam(lp))
+
+    monkeypatch.setattr(decoding, "beam_decoder", beam_twice)
+    kept_clips, kept_wer = scores("--keep-repeats")
+    assert float(kept_clips[0]) == 0 and float(kept_clips[2]) == pytest.approx(100 - float(plain_clips[1]), abs=0.11)
+    assert float(kept_clips[2]) > 0
+    assert float(kept_wer[0]) > float(plain_merged_wer[0]) and float(kept_wer[1]) > float(plain_merged_wer[1])
+    assert scores("--merge-repeats") == (plain_clips, plain_merged_wer)
