@@ -270,31 +270,37 @@ def ctc_table(run_dir: Path, seeds: list[int]) -> str:
 
 
 def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> list[str]:
-    """Row 9's checkpoints combined at inference: a seed ensemble, and test-time speeds."""
+    """Rows 9's and 19's checkpoints combined at inference: test-time speeds,
+    and a seed ensemble. Numbered after the training rows whichever of the two
+    the run folder holds (row 9's runs are in runs/ablation, row 19's in runs/abl15)."""
     from asl_ray.checkpoint import latest_checkpoint, load_checkpoint
     from asl_ray.evaluation import evaluate_ensemble
 
-    runs = [run_dir / f"{FIRST_RECIPE}-s{s}" for s in seeds
-            if (run_dir / f"{FIRST_RECIPE}-s{s}" / "best_checkpoint.txt").is_file()]
-    if not runs:
-        return []
-    used = ",".join(r.name.rsplit("-s", 1)[1] for r in runs)
-    picks = {"best": [load_checkpoint(r) for r in runs],
-             "last": [load_checkpoint(latest_checkpoint(r) or r) for r in runs]}
+    lines = []
+    for i, row in enumerate((FIRST_RECIPE, RECIPE)):
+        number = 1 + [r[0] for r in ROWS].index(row)
+        runs = [run_dir / f"{row}-s{s}" for s in seeds if (run_dir / f"{row}-s{s}" / "best_checkpoint.txt").is_file()]
+        if not runs:
+            continue
+        used = ",".join(r.name.rsplit("-s", 1)[1] for r in runs)
+        picks = {"best": [load_checkpoint(r) for r in runs],
+                 "last": [load_checkpoint(latest_checkpoint(r) or r) for r in runs]}
 
-    def cell(speeds: tuple[float, ...], ensemble: bool) -> str:
-        out = []
-        for cks in picks.values():
-            if ensemble:
-                m = [evaluate_ensemble(cks, "val", features, speeds).metrics]
-            else:
-                m = [evaluate_ensemble([ck], "val", features, speeds).metrics for ck in cks]
-            out.append(f"{_mean([x['top1'] for x in m])} / {_mean([x['top5'] for x in m])}")
-        return " | ".join(out)
+        def cell(speeds: tuple[float, ...], ensemble: bool, picks: dict = picks) -> str:
+            out = []
+            for cks in picks.values():
+                if ensemble:
+                    m = [evaluate_ensemble(cks, "val", features, speeds).metrics]
+                else:
+                    m = [evaluate_ensemble([ck], "val", features, speeds).metrics for ck in cks]
+                out.append(f"{_mean([x['top1'] for x in m])} / {_mean([x['top5'] for x in m])}")
+            return " | ".join(out)
 
-    return [f"| {n + 1} | row 9, test-time speeds 0.9 / 1 / 1.1 averaged | {used} | {cell((0.9, 1.0, 1.1), False)} |",
-            f"| {n + 2} | row 9, ensemble of the {len(runs)} seeds' models (posteriors averaged) | {used} | "
-            f"{cell((1.0,), True)} |"]
+        lines += [f"| {n + 2 * i + 1} | row {number}, test-time speeds 0.9 / 1 / 1.1 averaged | {used} | "
+                  f"{cell((0.9, 1.0, 1.1), False)} |",
+                  f"| {n + 2 * i + 2} | row {number}, ensemble of the {len(runs)} seeds' models (posteriors averaged) "
+                  f"| {used} | {cell((1.0,), True)} |"]
+    return lines
 
 
 def main() -> None:
