@@ -1,6 +1,6 @@
 """How often ``asl-ray predict`` reads both signs of a video made of two real val clips.
 
-    python scripts/sentence_videos.py --checkpoint runs/ctc/ctc-all-s0 [--pairs 20] [--seed 0]
+    python scripts/sentence_videos.py --checkpoint runs/ctc/ctc-all-s0 [--pairs 20] [--seed 0] [--merge-repeats]
 
 Seeded pairs of val videos of the checkpoint's vocabulary (duplicates left
 out as training leaves them out, two different glosses per pair) are joined
@@ -35,8 +35,14 @@ def main() -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--merge-repeats", action=argparse.BooleanOptionalAction, default=None,
+                   help="read a gloss read twice in a row as one (default: the checkpoint's "
+                   "train.sentences.merge_repeats), as asl-ray predict --merge-repeats")
     args = p.parse_args()
     ck = load_checkpoint(args.checkpoint)
+    if args.merge_repeats is not None:
+        s = ck.cfg.train.sentences.model_copy(update={"merge_repeats": args.merge_repeats})
+        ck.cfg = ck.cfg.model_copy(update={"train": ck.cfg.train.model_copy(update={"sentences": s})})
     table, _ = usable_rows(read_features(ck.cfg.extract.output_dir), ck.cfg.data.duplicates)
     rows = [r for r in table.select(["video_id", "gloss", "split", "path"]).to_pylist()
             if r["split"] == "val" and ck.vocab.id_of(r["gloss"]) is not None]
