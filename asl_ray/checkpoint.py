@@ -78,6 +78,19 @@ class LoadedCheckpoint:
     state: dict[str, Any]
     history: list[dict[str, float]]
 
+    def with_decoding(self, prior: Path | None = None, prior_weight: float | None = None,
+                      merge_repeats: bool | None = None) -> LoadedCheckpoint:
+        """The checkpoint with its decoding settings (``train.sentences``: beam search's gloss
+        prior, repeats merged) changed where given, as the command line asks."""
+        if prior is None and prior_weight is None and merge_repeats is None:
+            return self
+        s = self.cfg.train.sentences
+        s = s.model_copy(update={"prior_corpus": prior or s.prior_corpus,
+                                 "prior_weight": s.prior_weight if prior_weight is None else prior_weight,
+                                 "merge_repeats": s.merge_repeats if merge_repeats is None else merge_repeats})
+        self.cfg = self.cfg.model_copy(update={"train": self.cfg.train.model_copy(update={"sentences": s})})
+        return self
+
 
 def _complete_checkpoints(run_location: str) -> list[tuple[str, list[dict[str, float]]]]:
     """(folder, history) of every complete checkpoint folder of a run folder."""

@@ -289,18 +289,6 @@ def _decoding_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Gloss sentences (one per line) whose bigrams guide beam search; off by default.")(fn)
 
 
-def _with_decoding(ck: Any, prior: Path | None, weight: float | None, merge: bool | None) -> Any:
-    """The checkpoint with its decoding (beam search's gloss prior, repeats) set from the command line."""
-    if prior is None and weight is None and merge is None:
-        return ck
-    s = ck.cfg.train.sentences
-    s = s.model_copy(update={"prior_corpus": prior or s.prior_corpus,
-                             "prior_weight": s.prior_weight if weight is None else weight,
-                             "merge_repeats": s.merge_repeats if merge is None else merge})
-    ck.cfg = ck.cfg.model_copy(update={"train": ck.cfg.train.model_copy(update={"sentences": s})})
-    return ck
-
-
 def _speeds(text: str | None) -> tuple[float, ...]:
     if not text:
         return (1.0,)
@@ -345,7 +333,7 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
     speeds = _speeds(tta_speeds)
     if sentences < 0:
         raise click.BadParameter(f"{sentences}: expected a count >= 0", param_hint="--sentences")
-    cks = [_with_decoding(load_checkpoint(c), prior, prior_weight, merge_repeats) for c in checkpoints]
+    cks = [load_checkpoint(c).with_decoding(prior, prior_weight, merge_repeats) for c in checkpoints]
     merged = " (repeats merged)" if cks[0].cfg.train.sentences.merge_repeats else ""
     single = len(cks) == 1 and speeds == (1.0,)
     ev = evaluate_checkpoint(cks[0], split, features_dir) if single else evaluate_ensemble(
@@ -400,7 +388,7 @@ def predict(checkpoint: str, videos: tuple[Path, ...], top: int, prior: Path | N
     from asl_ray.checkpoint import load_checkpoint
     from asl_ray.evaluation import predict_videos
 
-    ck = _with_decoding(load_checkpoint(checkpoint), prior, prior_weight, merge_repeats)
+    ck = load_checkpoint(checkpoint).with_decoding(prior, prior_weight, merge_repeats)
     for p in predict_videos(ck, list(videos), top):
         if isinstance(p, str):
             click.echo(f"failed: {p}")

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from asl_ray.continuous.decoding import merge_repeats
+
 NEG_INF = -1e30
 
 
@@ -123,7 +125,7 @@ class MetricAccumulator:
         k = min(5, scores.shape[1])
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         self.top5_hits += int((top == y[:, None]).any(1).sum())
-        decoded = self._readings(greedy_decode(log_probs, lengths))
+        decoded = [self._reading(d) for d in greedy_decode(log_probs, lengths)]
         self.greedy_hits += sum(d == [int(t) + 1] for d, t in zip(decoded, y.tolist(), strict=True))
         self.greedy_empty += sum(not d for d in decoded)
         self.greedy_extra += sum(len(d) > 1 for d in decoded)
@@ -137,24 +139,19 @@ class MetricAccumulator:
                        beam: Callable[[np.ndarray], Any] | None) -> None:
         from asl_ray.continuous.wer import edits
 
-        refs = self._readings(refs)
+        refs = [self._reading(r) for r in refs]
         self.sentences += len(refs)
         self.sentence_glosses += sum(len(r) for r in refs)
-        for ref, hyp in zip(refs, self._readings(greedy_decode(log_probs, lengths)), strict=True):
-            self.greedy_edits += edits(ref, hyp).total
+        for ref, hyp in zip(refs, greedy_decode(log_probs, lengths), strict=True):
+            self.greedy_edits += edits(ref, self._reading(hyp)).total
         if beam is not None:
             lp = log_probs.detach().float().cpu().numpy()
             for i, ref in enumerate(refs):
-                hyp = beam(lp[i, :int(lengths[i])]).glosses
-                self.beam_edits += edits(ref, self._readings([hyp])[0]).total
+                self.beam_edits += edits(ref, self._reading(beam(lp[i, :int(lengths[i])]).glosses)).total
             self.beam_sentences += len(refs)
 
-    def _readings(self, seqs: list[list[int]]) -> list[list[int]]:
-        if not self.merge_repeats:
-            return seqs
-        from asl_ray.continuous.decoding import merge_repeats
-
-        return [merge_repeats(s) for s in seqs]
+    def _reading(self, glosses: list[int]) -> list[int]:
+        return merge_repeats(glosses) if self.merge_repeats else glosses
 
     def compute(self) -> dict[str, float]:
         out: dict[str, float] = {}

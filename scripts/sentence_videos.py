@@ -39,10 +39,7 @@ def main() -> None:
                    help="read a gloss read twice in a row as one (default: the checkpoint's "
                    "train.sentences.merge_repeats), as asl-ray predict --merge-repeats")
     args = p.parse_args()
-    ck = load_checkpoint(args.checkpoint)
-    if args.merge_repeats is not None:
-        s = ck.cfg.train.sentences.model_copy(update={"merge_repeats": args.merge_repeats})
-        ck.cfg = ck.cfg.model_copy(update={"train": ck.cfg.train.model_copy(update={"sentences": s})})
+    ck = load_checkpoint(args.checkpoint).with_decoding(merge_repeats=args.merge_repeats)
     table, _ = usable_rows(read_features(ck.cfg.extract.output_dir), ck.cfg.data.duplicates)
     rows = [r for r in table.select(["video_id", "gloss", "split", "path"]).to_pylist()
             if r["split"] == "val" and ck.vocab.id_of(r["gloss"]) is not None]
