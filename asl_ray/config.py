@@ -271,6 +271,12 @@ class TrainConfig(_Section):
         "winners' late dropout (loop.py; 0 = off); 0.8 from epoch 31 of 100 costs 5.3 val top-1 on WLASL100 "
         "(README, row 24)")
     late_dropout_from_epoch: int = Field(1, ge=1, description="the epoch from which train.late_dropout acts")
+    awp: float = Field(
+        0.0, ge=0, lt=1, description="adversarial weight perturbation: before each optimiser step every weight "
+        "matrix moves up its loss gradient by this fraction of its own norm, and the step takes the gradient "
+        "found there, so training prefers minima that stay low when the weights move (Wu et al. 2020, the "
+        "Kaggle ISLR winner's AWP; SAM's ascent step per tensor); doubles the cost of a step (loop.py; 0 = off)")
+    awp_from_epoch: int = Field(1, ge=1, description="the epoch from which train.awp acts")
     distill_from: list[str] = Field(
         [], description="checkpoints (checkpoint or run folders, local or URI) whose averaged CTC posterior "
         "this run learns to match, e.g. the seeds of a recipe (distill.py); they must have this run's glosses, "

@@ -96,6 +96,7 @@ def train_epoch(
     teacher: Teacher | None = None,
     distill_weight: float = 1.0,
     merge_repeats: bool = False,
+    awp: float = 0.0,
 ) -> dict[str, float]:
     device = device or torch.device("cpu")
     model.train()
@@ -106,7 +107,7 @@ def train_epoch(
     terms = terms or LossTerms(blank_penalty, label_smoothing)
     with _uneven_inputs(model):
         skipped = _train_batches(model, loader, optimizer, acc, norms, terms, grad_clip, device, precision,
-                                 average, teacher, distill_weight, distilled)
+                                 average, teacher, distill_weight, distilled, awp)
     metrics = reduce(acc).compute()
     if teacher is not None:  # this rank's mean of the distillation term (part of the loss above)
         metrics["distill"] = sum(distilled) / max(len(distilled), 1)
@@ -122,37 +123,33 @@ def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.o
                    acc: MetricAccumulator, norms: list[float], terms: LossTerms, grad_clip: float | None,
                    device: torch.device, precision: Precision, average: AveragedModel | None = None,
                    teacher: Teacher | None = None, distill_weight: float = 1.0,
-                   distilled: list[float] | None = None) -> int:
+                   distilled: list[float] | None = None, awp: float = 0.0) -> int:
     """One pass over ``loader``; how many steps were skipped (non-finite gradients).
     ``average`` (the weights' moving average) follows every step taken;
-    ``teacher`` adds the distillation term (distill.py), its values to ``distilled``."""
+    ``teacher`` adds the distillation term (distill.py), its values to ``distilled``;
+    ``awp`` > 0 takes each step's gradient at adversarially perturbed weights
+    (``perturb_weights``). The metrics are always those of the weights as they are."""
     skipped = 0
     scaler = precision.scaler
+
+    def backward(loss: torch.Tensor) -> None:
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
     for raw in loader:
         b = _to(raw, device)
-        aux = None
-        with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
-            if terms.aux_weight:
-                lp, aux = model(b["x"], b["lengths"], with_aux=True)
-            else:
-                lp = model(b["x"], b["lengths"])
         target = teacher(b["x"], b["lengths"]) if teacher is not None else None
-        b = at_output_rate(model, b)
-        loss, _, _ = terms(lp.float(), b, aux)
-        if target is not None:
-            if teacher is not None and teacher.level == "glosses":
-                kd = gloss_distill_loss(lp.float(), b["lengths"], target, b["target_lengths"] == 1)
-            else:
-                kd = distill_loss(lp.float(), target, b["lengths"])
-            loss = loss + distill_weight * kd
-            if distilled is not None:
-                distilled.append(float(kd.detach()))
+        lp, out, loss, kd = _batch_loss(model, b, terms, precision, device, teacher, target, distill_weight)
+        if kd is not None and distilled is not None:
+            distilled.append(kd)
         optimizer.zero_grad(set_to_none=True)
+        backward(loss)
+        if awp:
+            moved = perturb_weights(model, awp)
+            optimizer.zero_grad(set_to_none=True)
+            backward(_batch_loss(model, b, terms, precision, device, teacher, target, distill_weight)[2])
+            restore_weights(moved)
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)  # clip and check the true gradients
-        else:
-            loss.backward()
         norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf))
         norms.append(norm)
         if scaler is not None:
@@ -165,9 +162,57 @@ def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.o
             skipped += 1  # a NaN/inf gradient would poison every weight it touches
         if average is not None and math.isfinite(norm):
             average.update_parameters(unwrap(model))
-        acc.add(lp.detach().float(), b["lengths"], b["labels"], float(loss.detach()), b["targets"],
-                b["target_lengths"])
+        acc.add(lp.detach().float(), out["lengths"], out["labels"], float(loss.detach()), out["targets"],
+                out["target_lengths"])
     return skipped
+
+
+def _batch_loss(model: nn.Module, b: Batch, terms: LossTerms, precision: Precision, device: torch.device,
+                teacher: Teacher | None, target: torch.Tensor | None, distill_weight: float,
+                ) -> tuple[torch.Tensor, Batch, torch.Tensor, float | None]:
+    """The model's log-probabilities on ``b``, the batch at the model's output
+    rate, the training loss, and the distillation term's value (None without a teacher)."""
+    aux = None
+    with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
+        if terms.aux_weight:
+            lp, aux = model(b["x"], b["lengths"], with_aux=True)
+        else:
+            lp = model(b["x"], b["lengths"])
+    out = at_output_rate(model, b)
+    loss, _, _ = terms(lp.float(), out, aux)
+    if teacher is None or target is None:
+        return lp, out, loss, None
+    if teacher.level == "glosses":
+        kd = gloss_distill_loss(lp.float(), out["lengths"], target, out["target_lengths"] == 1)
+    else:
+        kd = distill_loss(lp.float(), target, out["lengths"])
+    return lp, out, loss + distill_weight * kd, float(kd.detach())
+
+
+def perturb_weights(model: nn.Module, size: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Adversarial weight perturbation (``train.awp``): move every weight
+    matrix (biases and norms stay) up its current gradient by ``size`` times
+    its own norm. Relative to each matrix's norm, so the push means the same
+    for a wide layer and a narrow one and does not depend on the loss scale.
+    Returns the moves, for ``restore_weights``."""
+    moved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is None or p.dim() < 2:
+                continue
+            g, w = p.grad.norm(), p.norm()
+            if not (torch.isfinite(g) and g > 0 and w > 0):
+                continue  # nothing to climb, or a gradient the step will skip anyway
+            delta = p.grad * (size * w / g)
+            p.add_(delta)
+            moved.append((p, delta))
+    return moved
+
+
+def restore_weights(moved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    with torch.no_grad():
+        for p, delta in moved:
+            p.sub_(delta)
 
 
 @torch.no_grad()
@@ -391,6 +436,7 @@ def fit(
             state.model, train_batches(epoch, limit), state.optimizer, num_classes, cfg.blank_penalty,
             cfg.grad_clip, device, amp, cfg.label_smoothing, reduce, precision, terms.at_epoch(epoch + 1),
             state.average, teacher, cfg.distill_weight, merge_repeats=cfg.sentences.merge_repeats,
+            awp=cfg.awp if epoch + 1 >= cfg.awp_from_epoch else 0.0,
         ).items()}
         metrics["train_seconds"] = time.perf_counter() - t0
         if val_batches is not None:

@@ -26,11 +26,12 @@ from asl_ray.loop import (
     make_optimizer,
     make_scheduler,
     memory_batches,
+    perturb_weights,
     precision_for,
     stage_plan,
     train_epoch,
 )
-from asl_ray.losses import blank_mass, ctc_blank_loss, gloss_smoothing
+from asl_ray.losses import LossTerms, blank_mass, ctc_blank_loss, gloss_smoothing
 from asl_ray.model import PartEmbedding, SignModel, count_parameters, drop_path
 from asl_ray.vocab import Vocabulary
 from tests.fixtures import fake_landmarks
@@ -508,6 +509,51 @@ def test_a_step_with_non_finite_gradients_is_skipped() -> None:
     assert metrics["skipped_steps"] == 1.0 and math.isfinite(metrics["grad_norm"])
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+def test_awp_steps_with_the_gradient_of_the_perturbed_weights_from_the_weights_as_they_were() -> None:
+    """train.awp: the step is -lr times the gradient taken where every weight
+    matrix was pushed up its gradient by awp times its norm, applied to the
+    unperturbed weights; biases are not pushed; the metrics are the clean ones."""
+    import copy
+
+    torch.manual_seed(0)
+    cfg = load_config(None, ["data.wlasl_json=x.json", "model.hidden_size=16", "model.num_layers=1",
+                             "model.dropout=0.0", "train.augment.enabled=false"])
+    samples = _toy_samples()
+    std = fit_standardizer(samples, cfg.features)
+    model = build_model(cfg, 3)
+    batch = collate([SignDataset(samples, cfg.features, std)[i] for i in range(0, 18, 3)])
+    terms = LossTerms(0.0, 0.0)
+
+    def loss_of(net: torch.nn.Module) -> torch.Tensor:
+        return terms(net(batch["x"], batch["lengths"]), at_output_rate(net, batch), None)[0]
+
+    def stepped(awp: float) -> tuple[list[torch.Tensor], float]:
+        net = copy.deepcopy(model)
+        metrics = train_epoch(net, [batch], torch.optim.SGD(net.parameters(), lr=0.5), 3, awp=awp)
+        return [p.detach() for p in net.parameters()], metrics["loss"]
+
+    ref = copy.deepcopy(model)
+    clean = loss_of(ref)
+    clean.backward()
+    g0 = [p.grad.clone() for p in ref.parameters()]
+    moved = perturb_weights(ref, 0.05)
+    assert len(moved) == sum(p.dim() > 1 for p in ref.parameters()) > 0
+    for (_p, delta), w in zip(moved, [w for w in model.parameters() if w.dim() > 1], strict=True):
+        assert torch.allclose(delta.norm(), 0.05 * w.detach().norm())
+    ref.zero_grad()
+    loss_of(ref).backward()
+    g1 = [p.grad.clone() for p in ref.parameters()]
+    expected = [w.detach() - 0.5 * g for w, g in zip(model.parameters(), g1, strict=True)]
+
+    after, reported = stepped(0.05)
+    assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(after, expected, strict=True))
+    assert reported == pytest.approx(float(clean.detach()), rel=1e-5)  # measured before the push
+    plain, _ = stepped(0.0)
+    assert all(torch.allclose(a, w.detach() - 0.5 * g, atol=1e-6)
+               for a, w, g in zip(plain, model.parameters(), g0, strict=True))
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(after, plain, strict=True))
 
 
 @pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled")
