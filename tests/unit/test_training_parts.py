@@ -462,6 +462,29 @@ def test_late_dropout_takes_the_head_from_its_epoch_on_and_on_resume() -> None:
     assert fresh.head[0].p == 0.8
 
 
+def test_awp_acts_from_its_epoch_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asl_ray.loop as loop
+
+    cfg = load_config(None, ["data.wlasl_json=x.json", "model.hidden_size=16", "model.num_layers=1",
+                             "train.epochs=4", "train.augment.enabled=false", "train.awp=0.005",
+                             "train.awp_from_epoch=3"])
+    samples = _toy_samples(2)
+    std = fit_standardizer(samples, cfg.features)
+    model = build_model(cfg, 3)
+    opt = make_optimizer(model, cfg.train)
+    sizes: list[float] = []
+    real = loop.train_epoch
+
+    def spy(*args: object, **kwargs: object) -> dict[str, float]:
+        sizes.append(float(kwargs["awp"]))  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "train_epoch", spy)
+    fit(FitState(model, opt, make_scheduler(opt, cfg.train, 4)), cfg.train,
+        memory_batches(samples, cfg.features, std, batch_size=6), None, 3)
+    assert sizes == [0.0, 0.0, 0.005, 0.005]
+
+
 def test_augmented_samples_stay_within_max_frames() -> None:
     cfg = FeaturesConfig(max_frames=16)
     samples = [Sample("a", "g", 1, _landmarks(0, t=16), 25.0)]
