@@ -49,13 +49,26 @@ _NO_PENALTY = ["train.blank_penalty=0"]
 _SMOOTH, _NO_SMOOTH = ["train.label_smoothing=0.1"], ["train.label_smoothing=0"]
 _MIRROR, _NO_MIRROR = ["train.augment.mirror=0.5"], ["train.augment.mirror=0"]
 _PLAIN = _NO_SMOOTH + _NO_MIRROR
+# The landmark augmentation's ranges: AugmentConfig's defaults, the recipe's
+# until row 28, and the heavier ones it has had since. A row that does not set
+# its own gets the defaults (``_with_ranges``), so the config's ranges change no row.
+_RANGES = ["train.augment.speed=[0.8,1.2]", "train.augment.rotate_deg=10", "train.augment.scale=0.1",
+           "train.augment.shear=0.1"]
+_HEAVY = ["train.augment.speed=[0.7,1.4]", "train.augment.rotate_deg=15", "train.augment.scale=0.2",
+          "train.augment.shear=0.15"]
+
+
+def _with_ranges(rows: list[tuple[str, str, list[str]]]) -> list[tuple[str, str, list[str]]]:
+    return [(name, what, overrides if any(o.startswith("train.augment.speed=") for o in overrides)
+             else overrides + _RANGES) for name, what, overrides in rows]
+
 
 # (name, what the row changes, overrides on top of configs/wlasl100_attention.yaml). Rows 1-4
 # build up the BiLSTM, rows 5-9 the attention encoder up to the first recipe;
-# the rest each change one thing of row 7, 9 or 13. Row 19 is the recipe now.
-RECIPE = "recipe-parts"  # the row that is the config as it is
+# the rest each change one thing of row 7, 9, 13, 19 or 28. Row 28 is the recipe now.
+RECIPE = "recipe-parts-augment-heavy"  # the row that is the config as it is
 FIRST_RECIPE = "attn-smooth-mirror"  # the recipe before finger bones; the last two rows combine its models
-ROWS: list[tuple[str, str, list[str]]] = [
+ROWS: list[tuple[str, str, list[str]]] = _with_ranges([
     ("lstm-phono", "BiLSTM 128x2 on the 36-D phonological features, no augmentation, no blank penalty",
      _LSTM + _PHONO + _NO_AUG + _NO_PENALTY + _PLAIN),
     ("lstm-penalty", "+ blank penalty 0.1", _LSTM + _PHONO + _NO_AUG + _PLAIN),
@@ -113,13 +126,13 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("recipe-parts-augment-heavy", "row 19 with heavier landmark augmentation, towards the Kaggle ISLR winner's "
      "ranges (speed 0.7-1.4 instead of 0.8-1.2, rotation 15 degrees instead of 10, scale 0.2 instead of 0.1, "
      "shear 0.15 instead of 0.1): train top-1 ends near 100%",
-     [_BONES[0], "model.part_embed=true", "train.augment.speed=[0.7,1.4]", "train.augment.rotate_deg=15",
-      "train.augment.scale=0.2", "train.augment.shear=0.15"] + _SMOOTH + _MIRROR),
-    ("recipe-parts-awp", "row 19 with adversarial weight perturbation from epoch 11: each step's gradient taken "
+     [_BONES[0], "model.part_embed=true", *_HEAVY] + _SMOOTH + _MIRROR),
+    ("recipe-parts-awp", "row 28 with adversarial weight perturbation from epoch 11: each step's gradient taken "
      "with every weight matrix pushed up its gradient by 0.5% of its norm (`train.awp=0.005`, Wu et al.'s size; "
      "the Kaggle ISLR winner's AWP; on row 19's seed 0 that push lifts the train loss from 1.95 to 3.47)",
-     [_BONES[0], "model.part_embed=true", "train.awp=0.005", "train.awp_from_epoch=11"] + _SMOOTH + _MIRROR),
-]
+     [_BONES[0], "model.part_embed=true", *_HEAVY, "train.awp=0.005", "train.awp_from_epoch=11"] + _SMOOTH
+     + _MIRROR),
+])
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The
 # asl-signs features must be extracted: asl-ray extract -c configs/asl_signs.yaml
@@ -136,7 +149,7 @@ _PRESENCE = ["train.presence_weight=1.0"]
 _PRIOR = ["train.label_prior=0.3"]
 _LATE = ["train.frame_terms_from_epoch=61"]
 _SUB16 = ["model.subsample=16"]
-CTC_ROWS: list[tuple[str, str, list[str]]] = [
+CTC_ROWS: list[tuple[str, str, list[str]]] = _with_ranges([
     ("ctc-peak", "+ peak loss (weight 1, margin 1)", _CTC + _PEAK),
     ("ctc-peak-known", "+ peak loss on clips already ranked right (and sentences)", _CTC + _PEAK + _KNOWN),
     ("ctc-aux", "+ auxiliary gloss classifier (weight 0.5)", _CTC + _AUX),
@@ -174,7 +187,7 @@ CTC_ROWS: list[tuple[str, str, list[str]]] = [
      [_BONES[0], "model.part_embed=true"] + _SMOOTH + _MIRROR + ["train.sentences.val=100"] + _SUB16 + _SENT),
     ("ctc-sub16-sentences-ema", "+ CTC step of 16 frames, training sentences and a moving average of the weights "
      "(decay 0.998 a step)", _CTC + _SUB16 + _SENT + ["train.ema_decay=0.998"]),
-]
+])
 
 
 def _run(row: str, overrides: list[str], seed: int, run_dir: Path, features: str, parallel: int = 1) -> int:

@@ -57,4 +57,6 @@ def test_the_recipe_row_is_the_config_as_it_is_and_no_row_depends_on_it() -> Non
     assert load_config(ab.CONFIG, recipe) == load_config(ab.CONFIG, [])
     for name, _, overrides in ab.ROWS:
         keys = {o.split("=", 1)[0] for o in overrides}
-        assert {"features.inputs", "model.part_embed", "train.label_smoothing", "train.augment.mirror"} <= keys, name
+        assert {"features.inputs", "model.part_embed", "train.label_smoothing", "train.augment.mirror",
+                "train.augment.speed", "train.augment.rotate_deg", "train.augment.scale",
+                "train.augment.shear"} <= keys, name
