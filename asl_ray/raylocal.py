@@ -8,7 +8,10 @@ submit`` sets it) we join that cluster instead and start nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+from collections.abc import Iterator
 from typing import Any
 
 from asl_ray.config import RayConfig
@@ -35,15 +38,52 @@ def init_ray(cfg: RayConfig, **extra: Any) -> None:
         # placement groups). Workers inherit this from the local cluster.
         os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
         try:
-            ray.init(
-                num_cpus=cfg.num_cpus,
-                include_dashboard=cfg.include_dashboard,
-                dashboard_host=cfg.dashboard_host,
-                **options,
-            )
+            with _own_address():
+                ray.init(
+                    address="local",  # start one, whatever RAY_ADDRESS says while it starts
+                    num_cpus=cfg.num_cpus,
+                    include_dashboard=cfg.include_dashboard,
+                    dashboard_host=cfg.dashboard_host,
+                    **options,
+                )
         except Exception as exc:  # Ray raises a bare Exception when its processes do not start in time
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             raise UserError(f"Ray could not start a local instance: {lines[0] if lines else type(exc).__name__} "
                             "(seen on a machine busy with other work: try again when it is quieter; Ray's logs: "
                             "/tmp/ray/session_latest/logs)") from exc
     quiet_ray()
+
+
+@contextlib.contextmanager
+def _own_address() -> Iterator[None]:
+    """While a local Ray starts: its GCS on a port chosen here, and that
+    address in RAY_ADDRESS, which the Ray processes it starts inherit.
+
+    Ray's state API, called without an address inside Ray's own actors, looks
+    for the cluster on the machine and fails when it finds two ("Found multiple
+    active Ray instances"). Ray Train's placement-group cleaner does that: with
+    another Ray on the machine its thread died, the placement groups of trials
+    that ASHA stopped were never freed, and the tune waited on them until Ray
+    Train's start timeout. The variable is put back for this process at once,
+    so a later ``init_ray`` here starts afresh."""
+    ip = _node_ip()
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        port = sock.getsockname()[1]
+    saved = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
+    os.environ.update(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=f"{ip}:{port}")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _node_ip() -> str:
+    from ray.util import get_node_ip_address
+
+    return str(get_node_ip_address())
+

@@ -67,7 +67,10 @@ def _with_ranges(rows: list[tuple[str, str, list[str]]]) -> list[tuple[str, str,
 # build up the BiLSTM, rows 5-9 the attention encoder up to the first recipe;
 # the rest each change one thing of row 7, 9, 13, 19 or 28. Row 28 is the recipe now.
 RECIPE = "recipe-parts-augment-heavy"  # the row that is the config as it is
-FIRST_RECIPE = "attn-smooth-mirror"  # the recipe before finger bones; the last two rows combine its models
+FIRST_RECIPE = "attn-smooth-mirror"  # the recipe before finger bones
+# The rows whose seeds' models the table also combines at inference (test-time
+# speeds, an ensemble): row 9, row 19 (the recipe before row 28), and the recipe.
+COMBINED = (FIRST_RECIPE, "recipe-parts", RECIPE)
 ROWS: list[tuple[str, str, list[str]]] = _with_ranges([
     ("lstm-phono", "BiLSTM 128x2 on the 36-D phonological features, no augmentation, no blank penalty",
      _LSTM + _PHONO + _NO_AUG + _NO_PENALTY + _PLAIN),
@@ -292,14 +295,15 @@ def ctc_table(run_dir: Path, seeds: list[int]) -> str:
 
 
 def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> list[str]:
-    """Rows 9's and 19's checkpoints combined at inference: test-time speeds,
-    and a seed ensemble. Numbered after the training rows whichever of the two
-    the run folder holds (row 9's runs are in runs/ablation, row 19's in runs/abl15)."""
+    """The checkpoints of the rows in ``COMBINED`` (rows 9, 19 and 28) combined
+    at inference: test-time speeds, and a seed ensemble. Numbered after the
+    training rows whichever of them the run folder holds (row 9's runs are in
+    runs/ablation, the others in runs/abl15)."""
     from asl_ray.checkpoint import latest_checkpoint, load_checkpoint
     from asl_ray.evaluation import evaluate_ensemble
 
     lines = []
-    for i, row in enumerate((FIRST_RECIPE, RECIPE)):
+    for i, row in enumerate(COMBINED):
         number = 1 + [r[0] for r in ROWS].index(row)
         runs = [run_dir / f"{row}-s{s}" for s in seeds if (run_dir / f"{row}-s{s}" / "best_checkpoint.txt").is_file()]
         if not runs:

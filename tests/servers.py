@@ -29,7 +29,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http(url: str, what: str, proc: subprocess.Popen | None = None, timeout: float = 90) -> None:
+def _wait_http(url: str, what: str, proc: subprocess.Popen | None = None, timeout: float = 300) -> None:
+    # Generous: with two test files at once beside Ray clusters, the MLflow
+    # server once took over 90 s to import and bind; a server that dies says so at once.
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -137,6 +139,9 @@ def ray_cluster(prefix: str, head_cpus: int, node_start: Callable[[str, str], li
         head = subprocess.run(
             [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dash}", f"--num-cpus={head_cpus}", f"--temp-dir={temp_dir}",
+             # Free ports, not Ray's fixed defaults (10001, 52365): the suite runs
+             # two test files at once (scripts/test.sh), and the other may hold a Ray too.
+             f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
              "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120, check=False)
         assert head.returncode == 0, head.stdout + head.stderr
         node = subprocess.run(node_start(gcs, temp_dir), env=env, capture_output=True, text=True, timeout=120,

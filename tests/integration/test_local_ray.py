@@ -67,3 +67,42 @@ def test_rays_once_per_process_actor_notice_stays_off_the_terminal() -> None:
     assert "size 300000" in quiet.stdout
     assert "constructor arguments in the object store" not in quiet.stdout + quiet.stderr
     assert quiet.stderr.strip() == "", quiet.stderr
+
+
+OTHER_RAY = """
+import sys, ray
+ray.init(num_cpus=1, include_dashboard=False)
+print("up", flush=True)
+sys.stdin.read()  # until the test closes it
+"""
+
+
+def test_our_actors_find_their_own_ray_beside_another() -> None:
+    """Ray's state API, called inside Ray's own actors without an address
+    (Ray Train's placement-group cleaner does), failed with "Found multiple
+    active Ray instances" when another Ray ran on the machine: a tune's
+    stopped trials then kept their CPUs and the tune hung. A local Ray that
+    init_ray starts tells its processes its own address."""
+    if ray.is_initialized():
+        ray.shutdown()
+    other = subprocess.Popen([sys.executable, "-c", OTHER_RAY], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "up"
+        init_ray(RayConfig(num_cpus=1))
+        assert "RAY_ADDRESS" not in os.environ  # this process can start a fresh Ray later
+
+        @ray.remote(num_cpus=0)
+        class Probe:
+            def state_of(self, actor_id: str) -> str:
+                from ray.util.state import get_actor
+
+                return str(get_actor(actor_id).state)
+
+        probe = Probe.remote()
+        assert ray.get(probe.state_of.remote(probe._actor_id.hex()), timeout=120) == "ALIVE"
+    finally:
+        ray.shutdown()
+        if other.stdin is not None:
+            other.stdin.close()
+        other.wait(timeout=60)
