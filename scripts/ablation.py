@@ -190,6 +190,9 @@ CTC_ROWS: list[tuple[str, str, list[str]]] = _with_ranges([
      [_BONES[0], "model.part_embed=true"] + _SMOOTH + _MIRROR + ["train.sentences.val=100"] + _SUB16 + _SENT),
     ("ctc-sub16-sentences-ema", "+ CTC step of 16 frames, training sentences and a moving average of the weights "
      "(decay 0.998 a step)", _CTC + _SUB16 + _SENT + ["train.ema_decay=0.998"]),
+    ("ctc-sub16-sentences-heavy", "+ CTC step of 16 frames, training sentences and the heavier landmark "
+     "augmentation of recipe row 28 (speed 0.7-1.4, rotation 15, scale 0.2, shear 0.15)",
+     _CTC + _SUB16 + _SENT + _HEAVY),
 ])
 
 
