@@ -8,6 +8,6 @@ bash scripts/setup.sh
 ruff check asl_ray tests jobs benchmarks scripts
 mypy
 # Two test files at once (-n 2, one file per worker, so a file's Ray and
-# fixtures are made once): one file alone keeps ~1.3 of the 2 cores busy,
-# waiting on process starts, servers and Ray's own timers the rest of the time.
+# fixtures are made once): one file alone kept ~1.3 of the 2 cores busy
+# (tests/integration/test_train_real.py, measured on a quiet machine).
 python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder "$@"
