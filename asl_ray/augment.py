@@ -8,6 +8,11 @@ landmarks in the body frame (shoulder midpoint at the origin, shoulder width
 * temporal: speed change (resample to ``T / s`` frames, s in the range) and
   random frame drop (at least half the frames are kept);
 * spatial: a small rotation about each axis, a scale change and a shear;
+* each hand on its own (``hand_rotate_deg``, ``hand_scale``, ``hand_shift``):
+  turned and resized about its wrist and moved, the same for the whole
+  clip, so the model sees other signers' hand sizes, hand angles and how
+  near they place a sign to the body, none of which the whole-body steps
+  change (the body frame already removes the body's own pose and size);
 * Gaussian noise on every coordinate;
 * mirror: x -> -x with the signer's left and right swapped (hands, pose and
   lip points), so a right-handed sign becomes its left-handed form;
@@ -95,6 +100,32 @@ def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     return rot
 
 
+# The pose's own points of each hand (wrist, pinky, index, thumb), which move
+# with that hand: left (signer's) first, as LEFT / RIGHT.
+POSE_HAND_POINTS = ((15, 17, 19, 21), (16, 18, 20, 22))
+
+
+def move_hands(lm: np.ndarray, rotate_deg: float, scale: float, shift: float,
+               rng: np.random.Generator) -> np.ndarray:
+    """Each hand turned by up to ``rotate_deg`` about each axis and resized by
+    up to ``scale`` about its wrist, then moved by up to ``shift`` along each
+    axis; one draw per hand for the whole clip. The pose's points of that hand
+    move with it, about the hand's wrist (the pose's wrist in a frame where the
+    hand was not found); the rest of the body stays."""
+    out = lm.copy()
+    for part, pose_pts in ((LEFT, POSE_HAND_POINTS[0]), (RIGHT, POSE_HAND_POINTS[1])):
+        m = _rotation(rng, rotate_deg) if rotate_deg else np.eye(3)
+        if scale:
+            m = m * rng.uniform(1 - scale, 1 + scale)
+        move = rng.uniform(-shift, shift, 3) if shift else np.zeros(3)
+        idx = np.r_[np.arange(part.start, part.stop), pose_pts]
+        centre = lm[:, part.start]  # (T, 3): the hand's wrist
+        centre = np.where(np.isfinite(centre), centre, lm[:, pose_pts[0]])
+        pts = lm[:, idx] - centre[:, None]
+        out[:, idx] = pts @ m.T.astype(np.float32) + centre[:, None] + move.astype(np.float32)
+    return out
+
+
 def augment(landmarks: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     lm = np.asarray(landmarks, np.float32)
     if not cfg.enabled:
@@ -105,6 +136,8 @@ def augment(landmarks: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator)
         keep = np.asarray(rng.random(lm.shape[0]) >= cfg.frame_drop)
         if int(keep.sum()) >= lm.shape[0] // 2:
             lm = lm[keep]
+    if cfg.hand_rotate_deg or cfg.hand_scale or cfg.hand_shift:
+        lm = move_hands(lm, cfg.hand_rotate_deg, cfg.hand_scale, cfg.hand_shift, rng)
     m = _rotation(rng, cfg.rotate_deg) if cfg.rotate_deg else np.eye(3)
     if cfg.scale:
         m = m * rng.uniform(1 - cfg.scale, 1 + cfg.scale)

@@ -182,6 +182,13 @@ class AugmentConfig(_Section):
     rotate_deg: float = Field(10.0, ge=0, le=90, description="max rotation about each axis")
     scale: float = Field(0.1, ge=0, lt=1, description="max relative scale change")
     shear: float = Field(0.1, ge=0, lt=1, description="max shear coefficient")
+    hand_rotate_deg: float = Field(
+        0.0, ge=0, le=90, description="max rotation of each hand about its own wrist, about each axis, drawn for "
+        "each hand apart (0 = off)")
+    hand_scale: float = Field(0.0, ge=0, lt=1, description="max relative size change of each hand about its wrist, "
+                              "drawn for each hand apart (0 = off)")
+    hand_shift: float = Field(0.0, ge=0, description="max shift of each hand along each axis, in shoulder widths, "
+                              "drawn for each hand apart (0 = off)")
     noise: float = Field(0.01, ge=0, description="Gaussian noise std, in shoulder widths")
     mirror: float = Field(0.0, ge=0, le=1, description="probability of a left/right mirror")
     hand_drop: float = Field(

@@ -135,6 +135,12 @@ ROWS: list[tuple[str, str, list[str]]] = _with_ranges([
      "the Kaggle ISLR winner's AWP; on row 19's seed 0 that push lifts the train loss from 1.95 to 3.47)",
      [_BONES[0], "model.part_embed=true", *_HEAVY, "train.awp=0.005", "train.awp_from_epoch=11"] + _SMOOTH
      + _MIRROR),
+    ("recipe-parts-hands-moved", "row 28 with each hand moved on its own, one draw per hand and clip: turned "
+     "up to 15 degrees about each axis and resized up to 15% about its wrist, shifted up to 0.1 shoulder widths "
+     "(`train.augment.hand_rotate_deg=15`, `hand_scale=0.15`, `hand_shift=0.1`): other signers' hand sizes, "
+     "hand angles and sign placement, which the body frame leaves as they are",
+     [_BONES[0], "model.part_embed=true", *_HEAVY, "train.augment.hand_rotate_deg=15",
+      "train.augment.hand_scale=0.15", "train.augment.hand_shift=0.1"] + _SMOOTH + _MIRROR),
 ])
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from asl_ray.augment import augment, change_speed, drop_landmarks, mirror
+from asl_ray.augment import POSE_HAND_POINTS, augment, change_speed, drop_landmarks, mirror, move_hands
 from asl_ray.checkpoint import build_model, load_checkpoint, save_checkpoint
 from asl_ray.config import AugmentConfig, Config, FeaturesConfig, TrainConfig, load_config
 from asl_ray.dataset import Sample, SignDataset, collate, fit_standardizer
@@ -104,6 +104,51 @@ def test_augment_changes_length_and_values_but_stays_finite() -> None:
     assert augment(lm, AugmentConfig(enabled=False), rng) is not None
     np.testing.assert_array_equal(augment(lm, AugmentConfig(enabled=False), rng), lm)
     assert np.isnan(out).any() == np.isnan(lm).any()
+
+
+def test_move_hands_turns_resizes_and_moves_each_hand_alone() -> None:
+    lm = _landmarks(3, t=20)
+    lm[5, LEFT] = np.nan  # the left hand not found in frame 5
+    body = np.setdiff1d(np.arange(33), np.r_[POSE_HAND_POINTS[0], POSE_HAND_POINTS[1]])
+    wrists = [LEFT.start, RIGHT.start]
+
+    shifted = move_hands(lm, 0.0, 0.0, 0.2, np.random.default_rng(0))
+    np.testing.assert_array_equal(shifted[:, body], lm[:, body])
+    moves = []
+    for part, pose_pts in ((LEFT, POSE_HAND_POINTS[0]), (RIGHT, POSE_HAND_POINTS[1])):
+        d = (shifted[:, part] - lm[:, part]).reshape(-1, 3)
+        d = d[np.isfinite(d).all(axis=1)]
+        np.testing.assert_allclose(d, np.broadcast_to(d[0], d.shape), atol=1e-5)  # one move for the clip
+        assert 0 < np.abs(d[0]).max() <= 0.2
+        np.testing.assert_allclose(shifted[:, list(pose_pts)] - lm[:, list(pose_pts)],
+                                   np.broadcast_to(d[0], (20, 4, 3)), atol=1e-5)  # the pose's hand goes along
+        moves.append(d[0])
+    assert not np.allclose(moves[0], moves[1])  # each hand draws its own
+    assert np.isnan(shifted[5, LEFT]).all() and np.isfinite(shifted[5, RIGHT]).all()
+
+    turned = move_hands(lm, 20.0, 0.3, 0.0, np.random.default_rng(1))
+    np.testing.assert_array_equal(turned[:, body], lm[:, body])
+    for w, part in zip(wrists, (LEFT, RIGHT)):
+        np.testing.assert_allclose(turned[:, w], lm[:, w], atol=1e-6)  # about the wrist
+        before = np.linalg.norm(lm[:, part] - lm[:, [w]], axis=-1)[:, 1:]
+        after = np.linalg.norm(turned[:, part] - lm[:, [w]], axis=-1)[:, 1:]
+        ratio = (after / before)[np.isfinite(before)]
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)  # one size change for the whole hand
+        assert 0.7 <= ratio[0] <= 1.3 and abs(ratio[0] - 1) > 1e-3
+        assert not np.allclose(turned[:, part][np.isfinite(turned[:, part])],
+                               (lm[:, [w]] + (lm[:, part] - lm[:, [w]]) * ratio[0])[np.isfinite(lm[:, part])],
+                               atol=1e-3)  # and a turn
+    # Frame 5 has no left hand: the pose's left-hand points turn about the pose's wrist.
+    np.testing.assert_allclose(turned[5, POSE_HAND_POINTS[0][0]], lm[5, POSE_HAND_POINTS[0][0]], atol=1e-6)
+    assert not np.allclose(turned[5, POSE_HAND_POINTS[0][1]], lm[5, POSE_HAND_POINTS[0][1]])
+
+    # Through augment: off by default, on when asked; lips untouched.
+    quiet = dict(speed=None, frame_drop=0.0, rotate_deg=0.0, scale=0.0, shear=0.0, noise=0.0)
+    lips = _with_lips(lm)
+    np.testing.assert_array_equal(augment(lips, AugmentConfig(**quiet), np.random.default_rng(2)), lips)
+    out = augment(lips, AugmentConfig(**quiet, hand_shift=0.1), np.random.default_rng(2))
+    assert not np.allclose(out[:, RIGHT], lips[:, RIGHT])
+    np.testing.assert_array_equal(out[:, 75:], lips[:, 75:])
 
 
 def test_model_lengths_mask_padding() -> None:
