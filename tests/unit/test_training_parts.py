@@ -128,7 +128,7 @@ def test_move_hands_turns_resizes_and_moves_each_hand_alone() -> None:
 
     turned = move_hands(lm, 20.0, 0.3, 0.0, np.random.default_rng(1))
     np.testing.assert_array_equal(turned[:, body], lm[:, body])
-    for w, part in zip(wrists, (LEFT, RIGHT)):
+    for w, part in zip(wrists, (LEFT, RIGHT), strict=True):
         np.testing.assert_allclose(turned[:, w], lm[:, w], atol=1e-6)  # about the wrist
         before = np.linalg.norm(lm[:, part] - lm[:, [w]], axis=-1)[:, 1:]
         after = np.linalg.norm(turned[:, part] - lm[:, [w]], axis=-1)[:, 1:]
