@@ -39,6 +39,7 @@ Examples:
   $ asl-ray predict --checkpoint runs/wlasl100/top10 ../shared/data/wlasl100/videos/00623.mp4
   $ asl-ray show ../shared/data/wlasl100/videos/00623.mp4 -o runs/00623.png
   $ asl-ray show VIDEO -o sheet.png --checkpoint runs/wlasl100/top10
+  $ asl-ray show VIDEO -o views.png --augment 7 -c configs/wlasl100_attention.yaml
 """
 
 
@@ -245,12 +246,24 @@ def ui(cfg: Config, port: int, host: str, print_only: bool) -> None:
 @click.option("--frames", default=8, show_default=True, help="How many evenly spaced frames to draw.")
 @click.option("--checkpoint", default=None, metavar="PATH|URI",
               help="Also decode the video's gloss sequence with this checkpoint and mark each gloss's frames.")
-def show(video: Path, out: Path | None, frames: int, checkpoint: str | None) -> None:
+@click.option("--augment", "draws", default=0, show_default=True, metavar="N",
+              help="Instead, draw one frame of VIDEO as N augmented training views show it, with the "
+              "train.augment of -c CONFIG (default name <video name>_augment.png).")
+@click.option("-c", "--config", "config_path", default=None, metavar="PATH|URI",
+              help="With --augment: the config whose train.augment (and features.dominant_hand) is drawn.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="With --augment: override a config value, e.g. --set train.augment.hand_shift=0.1.")
+def show(video: Path, out: Path | None, frames: int, checkpoint: str | None, draws: int,
+         config_path: str | None, overrides: tuple[str, ...]) -> None:
     """Draw what MediaPipe found (pose, both hands) over frames of VIDEO into a PNG contact sheet;
-    with --checkpoint, the glosses a model reads and the frames where it reads them."""
+    with --checkpoint, the glosses a model reads and the frames where it reads them; with --augment,
+    what training's augmentation makes of the landmarks."""
     from asl_ray.landmarks import ExtractionError
     from asl_ray.show import contact_sheet
 
+    if draws or config_path or overrides:
+        _show_augment(video, out, draws, config_path, overrides, checkpoint)
+        return
     spans = None
     if checkpoint:
         from asl_ray.checkpoint import load_checkpoint
@@ -269,6 +282,47 @@ def show(video: Path, out: Path | None, frames: int, checkpoint: str | None) -> 
     if spans is not None:
         click.echo("decoded: " + (", ".join(f"{g} (frames {a + 1}-{b + 1})" for g, a, b in spans)
                                   or "nothing (every frame blank)"))
+
+
+def _show_augment(video: Path, out: Path | None, draws: int, config_path: str | None,
+                  overrides: tuple[str, ...], checkpoint: str | None) -> None:
+    import numpy as np
+
+    from asl_ray.augment import dominant_hand_right
+    from asl_ray.features import video_features
+    from asl_ray.landmarks import ExtractionError, LandmarkExtractor
+    from asl_ray.show import augment_sheet
+
+    if checkpoint:
+        raise UserError("--augment and --checkpoint draw different sheets: give one of them")
+    if not draws:
+        raise UserError("-c and --set go with --augment N: the number of augmented views to draw")
+    if draws < 0 or draws > 63:
+        raise UserError(f"--augment {draws}: draw between 1 and 63 augmented views")
+    if not config_path:
+        raise UserError("--augment needs -c CONFIG: the train.augment it draws")
+    cfg = load_config(config_path, overrides)
+    ext = LandmarkExtractor()
+    try:
+        lm = ext.extract(video)
+    except ExtractionError as exc:
+        raise UserError(f"{video}: {exc}") from None
+    finally:
+        ext.close()
+    if not np.isfinite(lm.pose[..., 0]).any():
+        raise UserError(f"{video}: no pose found in any frame, so there is no body frame to draw in")
+    landmarks = video_features(lm.pose, lm.left, lm.right, lm.fps or 25.0).landmarks
+    if cfg.features.dominant_hand:
+        landmarks = dominant_hand_right(landmarks)
+    png = out or Path(f"{video.stem}_augment.png")
+    aug = cfg.train.augment
+    augment_sheet(landmarks, png, aug, draws, seed=cfg.train.seed, title=(
+        f"{video.name}: one frame as extracted and in {draws} augmented views (grey: as extracted); "
+        f"speed {aug.speed}, rotation {aug.rotate_deg:g}, scale {aug.scale:g}, shear {aug.shear:g}, "
+        f"hands: rotation {aug.hand_rotate_deg:g}, scale {aug.hand_scale:g}, shift {aug.hand_shift:g}, "
+        f"mirror {aug.mirror:g}" + ("" if aug.enabled else " (augmentation off)")))
+    click.echo(f"wrote {png}: one frame of {lm.num_frames} as extracted and in {draws} augmented views "
+               f"(seeds {cfg.train.seed}-{cfg.train.seed + draws - 1})")
 
 
 def _checkpoint_option(fn: Callable[..., Any]) -> Callable[..., Any]:
