@@ -46,6 +46,21 @@ def _wait_http(url: str, what: str, proc: subprocess.Popen | None = None, timeou
     raise RuntimeError(f"{what} did not come up on {url}")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a server's process group: SIGTERM, then SIGKILL if it is still up
+    after 30 s. Beside training runs on a slow 2-core machine the MLflow
+    server once took longer than 30 s to stop (2026-11-29), and a teardown
+    that raised failed a test whose checks had all passed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
 @contextlib.contextmanager
 def mlflow_server(root: Path) -> Iterator[str]:
     """``mlflow server`` on loopback with a sqlite store under ``root``; its URL."""
@@ -61,9 +76,7 @@ def mlflow_server(root: Path) -> Iterator[str]:
         _wait_http(f"{url}/health", "the MLflow server", proc)
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        _stop(proc)
 
 
 def mlflow_api(url: str, path: str, body: dict | None = None) -> dict:
@@ -103,9 +116,7 @@ def s3_server() -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        _stop(proc)
 
 
 def _pids_of(temp_dir: str) -> list[int]:

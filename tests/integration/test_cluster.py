@@ -21,10 +21,13 @@ from asl_ray.checkpoint import epochs_done, latest_checkpoint
 from asl_ray.config import load_config
 from asl_ray.extract import read_features, run_extract
 from tests.conftest import ROOT, require_shared
-from tests.servers import RAY, kill_when, mlflow_api, ray_address, ray_cluster, ray_job
+from tests.servers import RAY, kill_when, ray_address, ray_cluster, ray_job
 
 pytestmark = pytest.mark.integration
 REAL_IDS = ["00623", "00624", "00626", "00627", "00628", "00629", "00631", "00632"]
+# Three of WLASL100's shortest videos (19-22 frames): the job test needs any
+# real video, and MediaPipe costs up to 128 ms a frame on a slow 2-core machine.
+SHORT_IDS = ["06334", "57632", "64283"]
 
 
 @pytest.fixture(scope="module")
@@ -57,36 +60,27 @@ def _submit(cluster: dict[str, str], *args: str, timeout: int = 400, ok: bool = 
     return out
 
 
-def test_ray_job_submit_extract_then_train(cluster: dict[str, str], mlflow_server: str, tmp_path: Path) -> None:
-    folder = _video_folder(tmp_path, REAL_IDS[:3])
+def test_ray_job_submit_extract_and_a_refused_train(cluster: dict[str, str], tmp_path: Path) -> None:
+    """`ray job submit` of the extract job (MediaPipe on the cluster's workers)
+    and of a train job with the default sqlite store, which is refused before
+    any work. A train job that runs to the end, its metrics arriving at an
+    MLflow server from the node it ran on, is in test_isolated_node.py (the
+    README's cluster recipe)."""
+    folder = _video_folder(tmp_path, SHORT_IDS)
     out = tmp_path / "features"
     log = _submit(cluster, "jobs/extract.py", "-c", "configs/wlasl100.yaml", "--set", "data.source=folder",
                   "--set", f"data.videos_dir={folder}", "--set", f"extract.output_dir={out}")
     assert "3 ok, 0 failed" in log
     table = read_features(str(out))
-    assert sorted(table.column("video_id").to_pylist()) == sorted(REAL_IDS[:3])
+    assert sorted(table.column("video_id").to_pylist()) == sorted(SHORT_IDS)
 
-    asl = require_shared("asl-signs")
-    feats = tmp_path / "asl_features"
-    _submit(cluster, "jobs/extract.py", "-c", "configs/asl_signs.yaml", "--set", f"data.asl_signs_dir={asl}",
-            "--set", f"extract.output_dir={feats}")
     runs = tmp_path / "runs"
-    train = ["jobs/train.py", "-c", "configs/asl_signs.yaml", "--set", f"data.asl_signs_dir={asl}",
-             "--set", f"extract.output_dir={feats}", "--set", f"train.run_dir={runs}",
-             "--set", "train.epochs=3", "--set", "train.name=job"]
+    train = ["jobs/train.py", "-c", "configs/asl_signs.yaml", "--set", f"extract.output_dir={out}",
+             "--set", f"train.run_dir={runs}", "--set", "train.epochs=3", "--set", "train.name=job"]
     # The default sqlite store is a file of one machine: refused before any work on a cluster.
     log = _submit(cluster, *train, ok=False)
     assert "error: tracking.uri=(default: sqlite under train.run_dir) is a file on one machine" in log
     assert not (runs / "job").exists() and not (runs / "mlflow.db").exists()
-    log = _submit(cluster, *train, "--set", f"tracking.uri={mlflow_server}", "--set", "tracking.experiment=jobs")
-    assert "train: job done, 3 epochs" in log
-    assert latest_checkpoint(runs / "job") is not None
-    # The driver's run and rank 0's per-epoch metrics arrived at the server.
-    exp = mlflow_api(mlflow_server, "experiments/get-by-name?experiment_name=jobs")["experiment"]
-    (run,) = mlflow_api(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
-    assert run["info"]["status"] == "FINISHED"
-    history = mlflow_api(mlflow_server, f"metrics/get-history?run_id={run['info']['run_id']}&metric_key=val_top1")
-    assert sorted(int(m["step"]) for m in history["metrics"]) == [1, 2, 3]
 
 
 def test_extraction_spreads_over_both_nodes(cluster: dict[str, str], tmp_path: Path) -> None:
@@ -100,24 +94,6 @@ def test_extraction_spreads_over_both_nodes(cluster: dict[str, str], tmp_path: P
     # One CPU per node and one CPU per actor: the two actors must sit on two nodes.
     assert len(summary.nodes) == 2, summary.nodes
     assert any("videos per node" in line for line in lines)
-
-
-def test_two_training_workers_across_two_nodes(cluster: dict[str, str], tmp_path: Path) -> None:
-    from ray.util.state import list_actors
-
-    from asl_ray.trainer import run_training
-
-    feats = _asl_features(tmp_path)
-    cfg = load_config(ROOT / "configs/asl_signs.yaml", [
-        f"extract.output_dir={feats}", f"train.run_dir={tmp_path / 'runs'}", "train.name=two-nodes",
-        "train.num_workers=2", "train.epochs=2", "tracking.enabled=false",
-        "train.ingest=worker"])
-    outcome = run_training(cfg, echo=lambda _: None)
-    assert len(outcome.history) == 2
-    found = list_actors(address=ray_address(), filters=[("class_name", "=", "RayTrainWorker")], detail=True)
-    workers = [a for a in found if a.get("ray_namespace") is not None]
-    nodes = {a["node_id"] for a in workers}
-    assert len(nodes) == 2, nodes
 
 
 def _asl_features(tmp_path: Path) -> Path:
@@ -144,8 +120,14 @@ def test_killed_extraction_worker_loses_nothing(cluster: dict[str, str], tmp_pat
     assert summary.ok == len(REAL_IDS)
 
 
-def test_killed_training_worker_resumes_from_checkpoint(cluster: dict[str, str], tmp_path: Path,
-                                                        capfd: pytest.CaptureFixture[str]) -> None:
+def test_two_node_training_survives_a_killed_worker(cluster: dict[str, str], tmp_path: Path,
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    """Two training workers, one CPU each, on the two one-CPU nodes; one is
+    killed after two checkpointed epochs, and the restarted group resumes
+    from the latest checkpoint."""
+    import ray
+    from ray.util.state import list_actors
+
     from asl_ray.trainer import run_training
 
     feats = _asl_features(tmp_path)
@@ -180,3 +162,7 @@ def test_killed_training_worker_resumes_from_checkpoint(cluster: dict[str, str],
         out += capfd.readouterr().out
     starts = [int(m) for m in re.findall(r"resuming after epoch (\d+)", out)]
     assert starts and min(starts) >= 2, (starts, [ln for ln in out.splitlines() if "train:" in ln])
+    # This driver's training workers (the killed group and the restarted one) sat on both nodes.
+    found = list_actors(address=ray_address(), filters=[("class_name", "=", "RayTrainWorker")], detail=True)
+    nodes = {a["node_id"] for a in found if a.get("job_id") == ray.get_runtime_context().get_job_id()}
+    assert len(nodes) == 2, nodes

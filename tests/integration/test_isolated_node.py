@@ -22,7 +22,7 @@ import pytest
 
 from asl_ray.checkpoint import latest_checkpoint
 from asl_ray.config import Config, load_config
-from asl_ray.storage import is_file, join
+from asl_ray.storage import join, subfolders
 from tests.conftest import ROOT, require_shared
 from tests.servers import RAY, mlflow_api, ray_address, ray_cluster, ray_job
 
@@ -115,7 +115,15 @@ def test_readme_cluster_recipe_on_the_isolated_node(isolated: dict[str, str], s3
                "--set", "tune.num_samples=2", "--set", "tune.grace_period=1",
                "--set", "tune.search_space={model.dropout: {type: uniform, low: 0.1, high: 0.4}}")
     assert "tune: t finished: " in log and ", 0 failed" in log
-    assert is_file(f"{store}/runs/tune/t/best_config.yaml")
+    # The tune's folder is in the bucket: the trials' checkpoints and the best
+    # config (read back from there); no local folder named "s3:" anywhere the
+    # job or its trials ran (their working directories are under the cluster's
+    # temp dir).
+    tuned = f"{store}/runs/tune/t"
+    trials = subfolders(f"{tuned}/trials")
+    assert len(trials) == 2 and all(latest_checkpoint(t) for t in trials)
+    assert 0.1 <= load_config(f"{tuned}/best_config.yaml").model.dropout <= 0.4
+    assert not list(Path(isolated["temp_dir"]).rglob("s3:")) and not (ROOT / "s3:").exists()
     evaluated = subprocess.run([sys.executable, "-m", "asl_ray.cli", "evaluate", "--checkpoint", f"{store}/runs/asl"],
                                cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

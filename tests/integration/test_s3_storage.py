@@ -2,15 +2,16 @@
 moto's S3 server on 127.0.0.1, a real local Ray and an MLflow tracking
 server. Extract into the bucket, train from it with checkpoints in it, kill
 a training worker and see Ray Train resume from the bucket, re-run the named
-run, evaluate a checkpoint given by URI, and tune with the tune folder in the
-bucket; every result is read back from the bucket and from MLflow's REST API.
+run and evaluate a checkpoint given by URI; every result is read back from
+the bucket and from MLflow's REST API. (A tune with its folder in a bucket is
+in test_isolated_node.py, where its trials run on a node that cannot see this
+machine's files.)
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -19,7 +20,7 @@ from asl_ray.checkpoint import epochs_done, latest_checkpoint
 from asl_ray.cli import main
 from asl_ray.config import Config, load_config
 from asl_ray.extract import run_extract
-from asl_ray.storage import is_file, join, parquet_files, read_features, read_text, subfolders
+from asl_ray.storage import is_file, join, parquet_files, read_features, read_text
 from asl_ray.trainer import TrainOutcome, run_training
 from tests.conftest import ROOT, require_shared
 from tests.servers import kill_when, mlflow_api
@@ -52,7 +53,10 @@ def trained(ray_with_s3: str, mlflow_server: str) -> tuple[Config, TrainOutcome,
         latest = latest_checkpoint(run)
         return latest is not None and epochs_done(latest) >= 2
 
-    thread = kill_when(two_epochs_saved, "RayTrainWorker", killed)
+    # 600 s, not kill_when's 180: beside two other trainings on a slow 2-core
+    # machine (2026-11-29) the run had not saved its second epoch 180 s after
+    # it started, so nothing was killed and the test failed for want of a kill.
+    thread = kill_when(two_epochs_saved, "RayTrainWorker", killed, timeout=600)
     outcome = run_training(cfg, echo=lambda _: None)
     thread.join(timeout=5)
     return cfg, outcome, killed
@@ -105,28 +109,3 @@ def test_evaluate_a_checkpoint_by_uri(trained: tuple, ray_with_s3: str) -> None:
     assert written.startswith(f"wrote {ray_with_s3}/runs/r/eval-checkpoint_")
     csv = written.split()[1]
     assert (read_text(csv) or "").startswith("gloss,samples,top1")
-
-
-def test_tune_with_its_folder_in_the_bucket(trained: tuple, ray_with_s3: str, mlflow_server: str) -> None:
-    cfg = load_config(ROOT / "configs/tune.yaml", [
-        f"data.asl_signs_dir={require_shared('asl-signs')}", "data.source=asl-signs", "data.val_fraction=0.3",
-        f"extract.output_dir={ray_with_s3}/features", f"train.run_dir={ray_with_s3}/runs",
-        f"tracking.uri={mlflow_server}", "tracking.experiment=s3-tune", "train.epochs=2", "train.batch_size=16",
-        # grace = all epochs: ASHA stops no trial (a stopped one would be "stopped early").
-        "tune.name=t", "tune.num_samples=1", "tune.grace_period=2",
-        "tune.search_space={model.dropout: {type: grid, values: [0.1, 0.3]}}"])
-    from asl_ray.search import run_tune
-
-    outcome = run_tune(cfg, echo=lambda _: None)
-    assert outcome.path == join(ray_with_s3, "runs", "tune", "t")
-    assert sorted(r.status for r in outcome.rows) == ["completed", "completed"]
-    assert outcome.best_config == join(outcome.path, "best_config.yaml")
-    assert load_config(outcome.best_config).model.dropout in (0.1, 0.3)  # read back from the bucket
-    trials = subfolders(join(outcome.path, "trials"))
-    assert len(trials) == 2 and all(latest_checkpoint(t) for t in trials)
-    assert not Path(str(ROOT / "s3:")).exists() and not (Path.cwd() / "s3:").exists()
-    exp = mlflow_api(mlflow_server, "experiments/get-by-name?experiment_name=s3-tune")["experiment"]
-    runs = mlflow_api(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
-    children = [r for r in runs if {t["key"]: t["value"] for t in r["data"].get("tags", [])}.get(
-        "mlflow.parentRunId") == outcome.parent_run_id]
-    assert len(children) == 2
