@@ -20,12 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ASL_RAY_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-# The slowest test files (seconds alone on 2 cores, measured 2026-11-29),
-# handed out first when files run two at once (scripts/test.sh), so the
-# quick ones fill the gaps at the end instead of one slow file running alone.
-_SLOW_FILES = {"test_train_real": 277, "test_cluster": 220, "test_scale_ingest": 193, "test_tune_real": 172,
-               "test_isolated_node": 161, "test_s3_storage": 135, "test_readme": 87, "test_extract_real": 65,
-               "test_local_ray": 49, "test_extract_crash": 32}
+# The slowest test files (seconds in the suite, two files at once on 2 cores:
+# a clean-clone run, 2026-11-29), handed out first when files run two at once
+# (scripts/test.sh), so the quick ones fill the gaps at the end instead of one
+# slow file running alone.
+_SLOW_FILES = {"test_train_real": 802, "test_tune_real": 694, "test_isolated_node": 659, "test_scale_ingest": 634,
+               "test_s3_storage": 499, "test_cluster": 411, "test_readme": 299, "test_extract_real": 237,
+               "test_extract_crash": 83, "test_local_ray": 76}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

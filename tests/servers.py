@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,8 +133,15 @@ def _pids_of(temp_dir: str) -> list[int]:
 @contextlib.contextmanager
 def ray_cluster(prefix: str, head_cpus: int, node_start: Callable[[str, str], list[str]]) -> Iterator[dict[str, str]]:
     """`ray start --head` on loopback with ``head_cpus`` CPUs, a second node
-    started by the command ``node_start(gcs, temp_dir)``, and this process
+    started by the command ``node_start(gcs, node_temp_dir)``, and this process
     connected to them as the driver.
+
+    Each node has its own temp dir, as nodes with their own disks do. Two
+    nodes sharing one would share the session's runtime_resources folder, and
+    Ray unpacks a job's working_dir with overwrite=True on every node that
+    first meets it: the second node's unpacking deleted the folder the job's
+    driver on the head was running in ("FileNotFoundError" from os.getcwd at
+    the end of a tune job, test_isolated_node, 2026-11-29).
 
     Everything runs with token auth off (conftest sets it for the whole run).
     Teardown stops only the processes of this cluster, found by its own
@@ -142,7 +150,8 @@ def ray_cluster(prefix: str, head_cpus: int, node_start: Callable[[str, str], li
 
     if ray.is_initialized():
         ray.shutdown()
-    temp_dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: Ray's socket paths have a length limit
+    # Short: Ray's socket paths have a length limit.
+    temp_dir, node_temp_dir = (tempfile.mkdtemp(prefix=p, dir="/tmp") for p in (prefix, f"{prefix}n"))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     port, dash = free_port(), free_port()
     gcs = f"127.0.0.1:{port}"
@@ -155,7 +164,7 @@ def ray_cluster(prefix: str, head_cpus: int, node_start: Callable[[str, str], li
              f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
              "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120, check=False)
         assert head.returncode == 0, head.stdout + head.stderr
-        node = subprocess.run(node_start(gcs, temp_dir), env=env, capture_output=True, text=True, timeout=120,
+        node = subprocess.run(node_start(gcs, node_temp_dir), env=env, capture_output=True, text=True, timeout=120,
                               check=False)
         assert node.returncode == 0, node.stdout + node.stderr
         ray.init(address=gcs)
@@ -163,14 +172,17 @@ def ray_cluster(prefix: str, head_cpus: int, node_start: Callable[[str, str], li
         while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.time() < deadline:
             time.sleep(0.5)
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-        yield {"gcs": gcs, "dashboard": f"http://127.0.0.1:{dash}", "temp_dir": temp_dir}
+        yield {"gcs": gcs, "dashboard": f"http://127.0.0.1:{dash}", "temp_dir": temp_dir,
+               "node_temp_dir": node_temp_dir}
     finally:
         ray.shutdown()
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in _pids_of(temp_dir):
+            for pid in _pids_of(temp_dir) + _pids_of(node_temp_dir):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             time.sleep(2)
+        for folder in (temp_dir, node_temp_dir):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def ray_address() -> str:

@@ -42,7 +42,7 @@ def isolated(s3_bucket: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     area = str(tmp_path_factory.getbasetemp())
 
     def hidden_node(gcs: str, temp_dir: str) -> list[str]:
-        # temp_dir is outside the hidden area: Ray's sockets live there.
+        # temp_dir is outside the hidden area: the node's sockets live there.
         start = (f"mount -t tmpfs tmpfs {area} && exec {RAY} start --address={gcs} --node-ip-address=127.0.0.1 "
                  f"--num-cpus=2 --resources='{{\"isolated\": 1}}' --temp-dir={temp_dir} --disable-usage-stats")
         return [*_unshare(), "sh", "-c", start]
@@ -117,13 +117,14 @@ def test_readme_cluster_recipe_on_the_isolated_node(isolated: dict[str, str], s3
     assert "tune: t finished: " in log and ", 0 failed" in log
     # The tune's folder is in the bucket: the trials' checkpoints and the best
     # config (read back from there); no local folder named "s3:" anywhere the
-    # job or its trials ran (their working directories are under the cluster's
-    # temp dir).
+    # job or its trials ran (their working directories are under the head's
+    # and the node's temp dirs).
     tuned = f"{store}/runs/tune/t"
     trials = subfolders(f"{tuned}/trials")
     assert len(trials) == 2 and all(latest_checkpoint(t) for t in trials)
     assert 0.1 <= load_config(f"{tuned}/best_config.yaml").model.dropout <= 0.4
-    assert not list(Path(isolated["temp_dir"]).rglob("s3:")) and not (ROOT / "s3:").exists()
+    assert not any(list(Path(isolated[d]).rglob("s3:")) for d in ("temp_dir", "node_temp_dir"))
+    assert not (ROOT / "s3:").exists()
     evaluated = subprocess.run([sys.executable, "-m", "asl_ray.cli", "evaluate", "--checkpoint", f"{store}/runs/asl"],
                                cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
