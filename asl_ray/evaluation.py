@@ -22,13 +22,14 @@ from asl_ray.augment import change_speed, dominant_hand_right
 from asl_ray.checkpoint import LoadedCheckpoint
 from asl_ray.continuous.decoding import greedy
 from asl_ray.continuous.wer import Edits, edits
-from asl_ray.dataset import Sample, SignDataset, collate, split_samples
+from asl_ray.dataset import SignDataset, collate
 from asl_ray.decode import MetricAccumulator, confusion, ranking_metrics, single_label_scores
 from asl_ray.duplicates import usable_rows
 from asl_ray.errors import UserError
 from asl_ray.extract import read_features
 from asl_ray.inputs import build_inputs, resample
 from asl_ray.loop import evaluate
+from asl_ray.samples import Sample, split_samples
 
 
 @dataclass

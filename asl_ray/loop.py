@@ -28,11 +28,12 @@ from torch.optim.swa_utils import AveragedModel
 
 from asl_ray.checkpoint import unwrap
 from asl_ray.config import FeaturesConfig, TrainConfig
-from asl_ray.dataset import Sample, SignDataset, collate
+from asl_ray.dataset import SignDataset, collate
 from asl_ray.decode import MetricAccumulator
 from asl_ray.distill import Teacher, distill_loss, gloss_distill_loss
 from asl_ray.losses import LossTerms
 from asl_ray.model import output_lengths
+from asl_ray.samples import Sample
 
 Batch = dict[str, torch.Tensor]
 BatchSource = Callable[[int, int], Iterable[Batch]]  # (epoch index, vocabulary limit) -> batches

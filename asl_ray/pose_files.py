@@ -126,7 +126,7 @@ def export_poses(features_dir: str, out_dir: Path, echo: object = print) -> int:
     reads back. Returns how many files were written."""
     import csv
 
-    from asl_ray.dataset import landmark_views
+    from asl_ray.samples import landmark_views
     from asl_ray.storage import latest_file_rows
 
     say = echo if callable(echo) else print

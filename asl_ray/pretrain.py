@@ -40,11 +40,12 @@ from torch import nn
 
 from asl_ray.checkpoint import build_model
 from asl_ray.config import Config
-from asl_ray.dataset import Sample, SignDataset, collate, fit_standardizer, split_samples
+from asl_ray.dataset import SignDataset, collate
 from asl_ray.errors import UserError
 from asl_ray.inputs import Standardizer, input_size
 from asl_ray.loop import make_scheduler
 from asl_ray.model import SignModel
+from asl_ray.samples import Sample, fit_standardizer, split_samples
 from asl_ray.storage import Location, put_file, read_features
 from asl_ray.vocab import Vocabulary
 

@@ -70,7 +70,7 @@ class SampleArrays:
 
     def model_landmarks(self, with_lips: bool) -> np.ndarray:
         """What training reads: (T, 75, 3), or (T, 115, 3) with the lips after
-        the hands (:func:`asl_ray.dataset.landmark_views`)."""
+        the hands (:func:`asl_ray.samples.landmark_views`)."""
         if not with_lips:
             return self.landmarks
         if self.lips is None:

@@ -38,7 +38,6 @@ from asl_ray.checkpoint import (
 )
 from asl_ray.config import Config, resolve_paths
 from asl_ray.console import close_bars, worker_line
-from asl_ray.dataset import Splits, describe_splits, fit_standardizer, load_splits, vocabulary_of
 from asl_ray.decode import CollapseNotice, collapse_summary, collapse_warning
 from asl_ray.distill import check_teachers, load_teacher
 from asl_ray.duplicates import DropPlan, usable_rows
@@ -55,6 +54,7 @@ from asl_ray.loop import (
     stage_plan,
 )
 from asl_ray.model import count_parameters
+from asl_ray.samples import Splits, describe_splits, fit_standardizer, load_splits, vocabulary_of
 from asl_ray.storage import absolute, join, local_folder, put_file, read_features, write_text
 from asl_ray.tracking import RunTracker, check_tracking, tracking_uri
 from asl_ray.vocab import Vocabulary
@@ -154,7 +154,7 @@ class WorkerData:
 
 def _worker_data(cfg: Config, loop_config: dict[str, Any], loaded: Any, rank: int, world: int) -> WorkerData:
     if cfg.train.ingest == "ray_data":
-        from asl_ray.ingest import worker_sources
+        from asl_ray.ingest_worker import worker_sources
 
         vocab = Vocabulary(tuple(loop_config["glosses"]))
         standardizer = Standardizer(np.asarray(loop_config["mean"], np.float32),
@@ -179,7 +179,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from asl_ray.ingest import all_reduce_metrics
+    from asl_ray.ingest_worker import all_reduce_metrics
 
     entered = time.time()
     _quiet_ray_train_logs()

@@ -30,10 +30,10 @@ import numpy as np
 
 def main() -> None:
     from asl_ray.config import AugmentConfig, FeaturesConfig
-    from asl_ray.dataset import landmark_views, prepare_inputs
     from asl_ray.extract import rows_to_table
     from asl_ray.ingest import SEED_COLUMN, prepare_table
     from asl_ray.inputs import Standardizer, input_size
+    from asl_ray.samples import landmark_views, prepare_inputs
     from asl_ray.synthetic import synthetic_rows
     from asl_ray.vocab import Vocabulary
 

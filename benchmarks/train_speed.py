@@ -72,8 +72,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from asl_ray.config import load_config, resolve_paths
-    from asl_ray.dataset import fit_standardizer
     from asl_ray.raylocal import init_ray
+    from asl_ray.samples import fit_standardizer
     from asl_ray.trainer import load_data
 
     # train.ingest=worker: this benchmark measures Ray Train's own overhead

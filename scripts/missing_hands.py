@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT))
 
 from asl_ray.augment import dominant_hand_right  # noqa: E402
 from asl_ray.checkpoint import load_checkpoint  # noqa: E402
-from asl_ray.dataset import split_samples  # noqa: E402
 from asl_ray.duplicates import usable_rows  # noqa: E402
 from asl_ray.evaluation import gloss_posteriors  # noqa: E402
 from asl_ray.extract import read_features  # noqa: E402
 from asl_ray.inputs import LEFT, RIGHT  # noqa: E402
+from asl_ray.samples import split_samples  # noqa: E402
 
 # (low, high, label) of the value each --by computes per video.
 BUCKETS = {

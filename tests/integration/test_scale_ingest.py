@@ -152,8 +152,8 @@ def test_standardiser_pass_matches_memory_and_a_capped_one_repeats(local_ray, sy
     """The streamed pass over every train sequence gives the in-memory
     statistics; capped (``train.standardizer_rows``), it reads the same rows
     under the same seed and stays close to the full statistics."""
-    from asl_ray.dataset import fit_standardizer as in_memory
     from asl_ray.ingest import fit_standardizer
+    from asl_ray.samples import fit_standardizer as in_memory
     from asl_ray.trainer import load_data
 
     full_cfg = _cfg(synthetic_features, tmp_path, "train.standardizer_rows=null")

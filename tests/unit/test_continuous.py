@@ -14,13 +14,14 @@ from asl_ray.config import FeaturesConfig, SentencesConfig
 from asl_ray.continuous.decoding import BeamDecoder, Decoded, GlossBigram, greedy, merge_repeats, path_glosses
 from asl_ray.continuous.sentences import group_sizes, join_clips, sentence_plan, trim_rest
 from asl_ray.continuous.wer import edits, word_error_rate
-from asl_ray.dataset import fit_standardizer, load_splits
 from asl_ray.decode import MetricAccumulator
 from asl_ray.extract import rows_to_table
-from asl_ray.ingest import prepare_table, sentence_table, shard_batches
+from asl_ray.ingest import prepare_table, sentence_table
+from asl_ray.ingest_worker import shard_batches
 from asl_ray.inputs import input_size
 from asl_ray.losses import LabelPrior, LossTerms, ctc_blank_loss, ctc_scores_loss, peak_loss, presence_loss
 from asl_ray.model import SignModel
+from asl_ray.samples import fit_standardizer, load_splits
 from asl_ray.synthetic import synthetic_rows
 
 FEATURES = FeaturesConfig(inputs=["phono", "masks", "hands", "pose", "velocity"], max_frames=40)

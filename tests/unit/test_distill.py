@@ -13,11 +13,12 @@ import torch
 
 from asl_ray.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, save_checkpoint
 from asl_ray.config import Config, load_config
-from asl_ray.dataset import SignDataset, collate, fit_standardizer
+from asl_ray.dataset import SignDataset, collate
 from asl_ray.decode import single_label_scores
 from asl_ray.distill import Teacher, check_teachers, distill_loss, gloss_distill_loss
 from asl_ray.errors import UserError
 from asl_ray.loop import FitState, fit, make_optimizer, make_scheduler, memory_batches
+from asl_ray.samples import fit_standardizer
 from asl_ray.vocab import Vocabulary
 from tests.unit.test_training_parts import _toy_samples
 

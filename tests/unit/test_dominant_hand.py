@@ -9,10 +9,11 @@ import pytest
 
 from asl_ray.augment import dominant_hand_right, mirror
 from asl_ray.config import FeaturesConfig
-from asl_ray.dataset import SignDataset, fit_standardizer, landmark_views, load_splits
+from asl_ray.dataset import SignDataset
 from asl_ray.extract import rows_to_table
 from asl_ray.ingest import prepare_table
 from asl_ray.inputs import LEFT, RIGHT
+from asl_ray.samples import fit_standardizer, landmark_views, load_splits
 from asl_ray.synthetic import synthetic_rows
 
 FEATURES = FeaturesConfig(inputs=["phono", "masks", "hands", "pose", "velocity", "bones"], max_frames=40,

@@ -17,10 +17,10 @@ from asl_ray import evaluation, ingest
 from asl_ray.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, save_checkpoint
 from asl_ray.cli import main
 from asl_ray.config import load_config
-from asl_ray.dataset import fit_standardizer, load_splits
 from asl_ray.errors import UserError
 from asl_ray.evaluation import evaluate_sentences
 from asl_ray.extract import rows_to_table
+from asl_ray.samples import fit_standardizer, load_splits
 from asl_ray.storage import write_atomically
 from asl_ray.synthetic import synthetic_rows
 

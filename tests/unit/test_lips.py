@@ -12,12 +12,12 @@ import pytest
 
 from asl_ray.augment import mirror
 from asl_ray.config import ExtractConfig
-from asl_ray.dataset import landmark_views
 from asl_ray.errors import UserError
 from asl_ray.extract import SampleProcessor, rows_to_table
 from asl_ray.features import NUM_LIPS
 from asl_ray.inputs import BLOCK_SIZES, build_inputs, part_columns
 from asl_ray.landmarks import LIPS, LIPS_EXTRACTOR_VERSION
+from asl_ray.samples import landmark_views
 from asl_ray.schema import FEATURE_SCHEMA, sample_arrays
 from tests.conftest import require_shared
 

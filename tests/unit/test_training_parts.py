@@ -12,7 +12,7 @@ import torch
 from asl_ray.augment import POSE_HAND_POINTS, augment, change_speed, drop_landmarks, mirror, move_hands
 from asl_ray.checkpoint import build_model, load_checkpoint, save_checkpoint
 from asl_ray.config import AugmentConfig, Config, FeaturesConfig, TrainConfig, load_config
-from asl_ray.dataset import Sample, SignDataset, collate, fit_standardizer
+from asl_ray.dataset import SignDataset, collate
 from asl_ray.decode import single_label_scores
 from asl_ray.features import video_features
 from asl_ray.inputs import BLOCK_SIZES, LEFT, RIGHT, build_inputs, build_inputs_many, input_size, part_columns
@@ -33,6 +33,7 @@ from asl_ray.loop import (
 )
 from asl_ray.losses import LossTerms, blank_mass, ctc_blank_loss, gloss_smoothing
 from asl_ray.model import PartEmbedding, SignModel, count_parameters, drop_path
+from asl_ray.samples import Sample, fit_standardizer
 from asl_ray.vocab import Vocabulary
 from tests.fixtures import fake_landmarks
 
