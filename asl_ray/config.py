@@ -286,6 +286,13 @@ class TrainConfig(_Section):
         "Kaggle ISLR winner's AWP; SAM's ascent step per tensor); doubles the cost of a step (loop.py; 0 = off); "
         "0.005 from epoch 11 cost 2.1 val top-1 on WLASL100 over 2 seeds (README, row 29)")
     awp_from_epoch: int = Field(1, ge=1, description="the epoch from which train.awp acts")
+    cutmix: float = Field(
+        0.0, ge=0, le=1, description="temporal CutMix: the chance that a batch of isolated clips is mixed, each "
+        "clip given a span of another clip of the batch, and trained towards both glosses weighted by their "
+        "shares of its frames (cutmix.py; 0 = off)")
+    cutmix_share: list[float] = Field(
+        [0.1, 0.5], min_length=2, max_length=2, description="the range the share of each clip's frames given to "
+        "its partner is drawn from, once per mixed batch")
     distill_from: list[str] = Field(
         [], description="checkpoints (checkpoint or run folders, local or URI) whose averaged CTC posterior "
         "this run learns to match, e.g. the seeds of a recipe (distill.py); they must have this run's glosses, "
@@ -354,6 +361,9 @@ class TrainConfig(_Section):
     def _sentences_need_ray_data(self) -> TrainConfig:
         if self.sentences.used and self.ingest != "ray_data":
             raise ValueError("train.sentences needs train.ingest=ray_data (sentences are built by Ray Data)")
+        lo, hi = self.cutmix_share
+        if not 0 < lo <= hi < 1:
+            raise ValueError(f"train.cutmix_share must be [low, high], 0 < low <= high < 1: {self.cutmix_share}")
         return self
 
 

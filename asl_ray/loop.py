@@ -28,6 +28,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from asl_ray.checkpoint import unwrap
 from asl_ray.config import FeaturesConfig, TrainConfig
+from asl_ray.cutmix import TemporalCutMix
 from asl_ray.dataset import SignDataset, collate
 from asl_ray.decode import MetricAccumulator
 from asl_ray.distill import Teacher, distill_loss, gloss_distill_loss
@@ -37,6 +38,7 @@ from asl_ray.samples import Sample
 
 Batch = dict[str, torch.Tensor]
 BatchSource = Callable[[int, int], Iterable[Batch]]  # (epoch index, vocabulary limit) -> batches
+Mixing = tuple[TemporalCutMix, torch.Generator]  # train.cutmix and the epoch's generator
 Reduce = Callable[[MetricAccumulator], MetricAccumulator]
 
 
@@ -98,6 +100,7 @@ def train_epoch(
     distill_weight: float = 1.0,
     merge_repeats: bool = False,
     awp: float = 0.0,
+    cutmix: Mixing | None = None,
 ) -> dict[str, float]:
     device = device or torch.device("cpu")
     model.train()
@@ -108,7 +111,7 @@ def train_epoch(
     terms = terms or LossTerms(blank_penalty, label_smoothing)
     with _uneven_inputs(model):
         skipped = _train_batches(model, loader, optimizer, acc, norms, terms, grad_clip, device, precision,
-                                 average, teacher, distill_weight, distilled, awp)
+                                 average, teacher, distill_weight, distilled, awp, cutmix)
     metrics = reduce(acc).compute()
     if teacher is not None:  # this rank's mean of the distillation term (part of the loss above)
         metrics["distill"] = sum(distilled) / max(len(distilled), 1)
@@ -124,12 +127,14 @@ def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.o
                    acc: MetricAccumulator, norms: list[float], terms: LossTerms, grad_clip: float | None,
                    device: torch.device, precision: Precision, average: AveragedModel | None = None,
                    teacher: Teacher | None = None, distill_weight: float = 1.0,
-                   distilled: list[float] | None = None, awp: float = 0.0) -> int:
+                   distilled: list[float] | None = None, awp: float = 0.0, cutmix: Mixing | None = None) -> int:
     """One pass over ``loader``; how many steps were skipped (non-finite gradients).
     ``average`` (the weights' moving average) follows every step taken;
     ``teacher`` adds the distillation term (distill.py), its values to ``distilled``;
     ``awp`` > 0 takes each step's gradient at adversarially perturbed weights
-    (``perturb_weights``). The metrics are always those of the weights as they are."""
+    (``perturb_weights``); ``cutmix`` (the mixer and its generator) mixes
+    batches of clips (cutmix.py), whose train metrics then count each clip's
+    own gloss. The metrics are always those of the weights as they are."""
     skipped = 0
     scaler = precision.scaler
 
@@ -138,8 +143,12 @@ def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.o
 
     for raw in loader:
         b = _to(raw, device)
+        mix: tuple[Batch | None, float] = (None, 0.0)
+        if cutmix is not None:
+            b, partner, share = cutmix[0](b, cutmix[1])
+            mix = (partner, share)
         target = teacher(b["x"], b["lengths"]) if teacher is not None else None
-        lp, out, loss, kd = _batch_loss(model, b, terms, precision, device, teacher, target, distill_weight)
+        lp, out, loss, kd = _batch_loss(model, b, terms, precision, device, teacher, target, distill_weight, mix)
         if kd is not None and distilled is not None:
             distilled.append(kd)
         optimizer.zero_grad(set_to_none=True)
@@ -147,7 +156,7 @@ def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.o
         if awp:
             moved = perturb_weights(model, awp)
             optimizer.zero_grad(set_to_none=True)
-            backward(_batch_loss(model, b, terms, precision, device, teacher, target, distill_weight)[2])
+            backward(_batch_loss(model, b, terms, precision, device, teacher, target, distill_weight, mix)[2])
             restore_weights(moved)
         if scaler is not None:
             scaler.unscale_(optimizer)  # clip and check the true gradients
@@ -170,9 +179,11 @@ def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.o
 
 def _batch_loss(model: nn.Module, b: Batch, terms: LossTerms, precision: Precision, device: torch.device,
                 teacher: Teacher | None, target: torch.Tensor | None, distill_weight: float,
+                mix: tuple[Batch | None, float] = (None, 0.0),
                 ) -> tuple[torch.Tensor, Batch, torch.Tensor, float | None]:
     """The model's log-probabilities on ``b``, the batch at the model's output
-    rate, the training loss, and the distillation term's value (None without a teacher)."""
+    rate, the training loss, and the distillation term's value (None without a teacher).
+    ``mix``: the batch with its CutMix partners' targets and their weight (cutmix.py)."""
     aux = None
     with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
         if terms.aux_weight:
@@ -181,6 +192,10 @@ def _batch_loss(model: nn.Module, b: Batch, terms: LossTerms, precision: Precisi
             lp = model(b["x"], b["lengths"])
     out = at_output_rate(model, b)
     loss, _, _ = terms(lp.float(), out, aux)
+    partner, weight = mix
+    if partner is not None:
+        other, _, _ = terms(lp.float(), at_output_rate(model, partner), aux)
+        loss = (1 - weight) * loss + weight * other
     if teacher is None or target is None:
         return lp, out, loss, None
     if teacher.level == "glosses":
@@ -374,6 +389,15 @@ class FitState:
 EpochHook = Callable[[FitState, dict[str, float]], None]
 
 
+def _mixing(cfg: TrainConfig, epoch: int) -> Mixing | None:
+    """train.cutmix for 0-based ``epoch``, its draws seeded by the run's seed
+    and the epoch, so a resumed run mixes its epochs as an unbroken one would."""
+    if not cfg.cutmix:
+        return None
+    lo, hi = cfg.cutmix_share
+    return TemporalCutMix(cfg.cutmix, (lo, hi)), torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+
+
 def memory_batches(samples: Sequence[Sample], features: FeaturesConfig, standardizer: Any, batch_size: int,
                    augment_cfg: Any = None, seed: int = 0, rank: int = 0, world: int = 1) -> BatchSource:
     """A :data:`BatchSource` over in-memory samples: this rank's part of a fresh
@@ -437,7 +461,7 @@ def fit(
             state.model, train_batches(epoch, limit), state.optimizer, num_classes, cfg.blank_penalty,
             cfg.grad_clip, device, amp, cfg.label_smoothing, reduce, precision, terms.at_epoch(epoch + 1),
             state.average, teacher, cfg.distill_weight, merge_repeats=cfg.sentences.merge_repeats,
-            awp=cfg.awp if epoch + 1 >= cfg.awp_from_epoch else 0.0,
+            awp=cfg.awp if epoch + 1 >= cfg.awp_from_epoch else 0.0, cutmix=_mixing(cfg, epoch),
         ).items()}
         metrics["train_seconds"] = time.perf_counter() - t0
         if val_batches is not None:

@@ -141,6 +141,11 @@ ROWS: list[tuple[str, str, list[str]]] = _with_ranges([
      "hand angles and sign placement, which the body frame leaves as they are",
      [_BONES[0], "model.part_embed=true", *_HEAVY, "train.augment.hand_rotate_deg=15",
       "train.augment.hand_scale=0.15", "train.augment.hand_shift=0.1"] + _SMOOTH + _MIRROR),
+    ("recipe-parts-cutmix", "row 28 with temporal CutMix: half the batches mixed, each clip given a span of "
+     "10-50% of its frames from another clip of the batch and trained towards both glosses by their shares "
+     "(`train.cutmix=0.5`; the recipe fits its train clips to ~100%, and mixed labels are the regulariser "
+     "that augmentation of one clip is not)",
+     [_BONES[0], "model.part_embed=true", *_HEAVY, "train.cutmix=0.5"] + _SMOOTH + _MIRROR),
 ])
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The
