@@ -154,9 +154,10 @@ def test_killed_two_worker_run_resumes_from_last_checkpoint(local_ray, asl_featu
     from the checkpoint on the driver) is test_s3_storage.py's re-run of a
     named run. Three starts through Ray Data would cost this test ~120 CPU-s
     each more on a 2-core machine (measured 2026-11-29: 188 against 71 CPU-s
-    for a small 2-epoch run)."""
+    for a small 2-epoch run). Half its batches are mixed (train.cutmix), in
+    both workers, across the restart."""
     args = _args(asl_features, tmp_path, "train.name=resume", "train.num_workers=2", "train.epochs=8",
-                 "train.cpus_per_worker=0.5", "train.ingest=worker", "train.ema_decay=0.9",
+                 "train.cpus_per_worker=0.5", "train.ingest=worker", "train.ema_decay=0.9", "train.cutmix=0.5",
                  "tracking.enabled=false")
     cmd = [sys.executable, "-m", "asl_ray.cli", "train", *args]
     env = {**os.environ, "RAY_ADDRESS": local_ray.get_runtime_context().gcs_address}
