@@ -361,6 +361,10 @@ class TrainConfig(_Section):
     def _sentences_need_ray_data(self) -> TrainConfig:
         if self.sentences.used and self.ingest != "ray_data":
             raise ValueError("train.sentences needs train.ingest=ray_data (sentences are built by Ray Data)")
+        return self
+
+    @model_validator(mode="after")
+    def _cutmix_share_range(self) -> TrainConfig:
         lo, hi = self.cutmix_share
         if not 0 < lo <= hi < 1:
             raise ValueError(f"train.cutmix_share must be [low, high], 0 < low <= high < 1: {self.cutmix_share}")

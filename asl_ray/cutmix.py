@@ -25,6 +25,8 @@ a sign can start and stop anywhere, which the sentences of
 ``asl_ray/continuous`` also teach.
 
 Batches with a multi-gloss target (training sentences) are left alone.
+With ``train.label_prior`` the loss is taken twice on a mixed batch, so the
+running prior takes that batch in twice (untested together; noted).
 Plain torch on the padded batch, after augmentation, so it works the same
 for both ingest paths and every device.
 """

@@ -97,3 +97,11 @@ def test_an_epochs_mixing_does_not_depend_on_where_the_run_started() -> None:
     assert other is not None and not torch.equal(torch.rand(5, generator=_mixing(cfg, 7)[1]),  # type: ignore[index]
                                                  torch.rand(5, generator=other[1]))
     assert _mixing(load_config(None, ["data.wlasl_json=x.json"]).train, 7) is None
+
+
+def test_a_share_range_outside_zero_to_one_is_a_one_line_config_error() -> None:
+    from asl_ray.errors import ConfigError
+
+    for bad in ("[0.6,0.2]", "[0,0.3]", "[0.2,1]"):
+        with pytest.raises(ConfigError, match=r"train.cutmix_share must be \[low, high\], 0 < low <= high < 1"):
+            load_config(None, ["data.wlasl_json=x.json", f"train.cutmix_share={bad}"])
