@@ -307,6 +307,8 @@ class TrainConfig(_Section):
     schedule: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(1, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
+    amp: bool = Field(True, description="mixed precision on CUDA: bf16 autocast (fp16 with a gradient scaler on "
+                      "GPUs without bf16); false trains in float32 there. No effect on CPU, which trains in float32")
     early_stop_patience: int | None = Field(None, gt=0, description="epochs without val top-1 gain")
     curriculum: list[int] | None = Field(
         None, description="growing vocabulary stages, e.g. [2, 10]; the full vocabulary comes last"

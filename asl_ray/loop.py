@@ -471,7 +471,10 @@ def fit(
                                            beam=beam, merge_repeats=cfg.sentences.merge_repeats)
             metrics.update({f"val_{k}": v for k, v in val.items()})
             metrics["val_seconds"] = time.perf_counter() - t1
+        if device is not None and device.type == "cuda":  # the run's peak so far, this process's tensors
+            metrics["gpu_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
         metrics["epoch"] = epoch + 1
+        metrics["epoch_end_time"] = time.time()  # wall clock: lines epochs up with outside samplers (GPU load)
         metrics["vocab_limit"] = limit
         metrics["lr"] = state.optimizer.param_groups[0]["lr"]
         key = metrics.get("val_top1", metrics["train_top1"])

@@ -287,7 +287,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     start_epoch = state.epoch
     teacher = load_teacher(cfg, data.vocab, data.standardizer, device)  # checked on the driver already
     fit(state, cfg.train, train_batches, data.val, num_classes, device, on_epoch_end,
-        amp=device.type == "cuda", reduce=all_reduce_metrics(device), teacher=teacher)
+        amp=device.type == "cuda" and cfg.train.amp, reduce=all_reduce_metrics(device), teacher=teacher)
     if state.epoch == start_epoch and loaded is not None and state.history:
         # Every epoch was done before this start: a run (or tune trial) whose
         # driver died after its workers wrote the last checkpoint. Report that
