@@ -109,10 +109,12 @@ def train_epoch(
     distilled: list[float] = []
     precision = precision if precision is not None else precision_for(device, amp)
     terms = terms or LossTerms(blank_penalty, label_smoothing)
+    timed = _Waited(loader)
     with _uneven_inputs(model):
-        skipped = _train_batches(model, loader, optimizer, acc, norms, terms, grad_clip, device, precision,
+        skipped = _train_batches(model, timed, optimizer, acc, norms, terms, grad_clip, device, precision,
                                  average, teacher, distill_weight, distilled, awp, cutmix)
     metrics = reduce(acc).compute()
+    metrics["data_wait_seconds"] = timed.seconds  # this rank's; the rest of the epoch is its steps
     if teacher is not None:  # this rank's mean of the distillation term (part of the loss above)
         metrics["distill"] = sum(distilled) / max(len(distilled), 1)
     # DDP averages gradients before the norm is taken: every rank has the same
@@ -121,6 +123,27 @@ def train_epoch(
     metrics["grad_norm"] = sum(finite) / max(len(finite), 1)
     metrics["skipped_steps"] = float(skipped)
     return metrics
+
+
+class _Waited:
+    """``loader``, counting the seconds spent waiting for its batches: with a
+    step ending in a device sync (the metrics read its scores), that is the
+    time a GPU sits idle for want of data."""
+
+    def __init__(self, loader: Iterable[Batch]) -> None:
+        self.loader, self.seconds = loader, 0.0
+
+    def __iter__(self) -> Iterator[Batch]:
+        batches = iter(self.loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - t0
+            yield batch
 
 
 def _train_batches(model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer,

@@ -9,7 +9,7 @@
 #   setup     Ray and pydantic into /tmp/site, the features into runs/wlasl100/features
 #   tests     the gpu-marked tests (tests/gpu)
 #   step      benchmarks/gpu_step.py: a training step's time, fp32/bf16 x loop/closed-form scores
-#   speed     the recipe through `asl-ray train` on 1 GPU, alone: fp32, then bf16, SPEED_EPOCHS each
+#   speed     the recipe through `asl-ray train` on 1 GPU, alone: fp32, then bf16 (SPEED), SPEED_EPOCHS each
 #   scale     benchmarks/scale.py: SCALE_N synthetic sequences, 1 GPU worker, one epoch
 #   accuracy  the recipe, fp32 and bf16 (seed 0), ACC_EPOCHS epochs, both at once, stopped
 #             at the budget's end if not done (every epoch is checkpointed)
@@ -24,6 +24,8 @@ cd "$(dirname "$0")/.."
 T0=$(date +%s)
 BUDGET=${BUDGET:-540}
 SPEED_EPOCHS=${SPEED_EPOCHS:-4}
+# The speed stage's runs, NAME=KEY=VALUE each (one config override a run).
+SPEED=${SPEED:-amp-false=train.amp=false amp-true=train.amp=true}
 SCALE_N=${SCALE_N:-100000}
 ACC_EPOCHS=${ACC_EPOCHS:-100}
 STAGES=${STAGES:-tests step speed scale accuracy}
@@ -71,12 +73,13 @@ fi
 
 COMMON=(-c configs/wlasl100_attention.yaml --set tracking.enabled=false --set ray.include_dashboard=false
         --set "ray.num_cpus=$CPUS" --set train.checkpoints_to_keep=200)
-for amp in false true; do
+for run in $SPEED; do
   want speed || break
-  stage "speed-amp-$amp"
+  name=${run%%=*}
+  stage "speed-$name"
   timeout -k 10 150 python3 -m asl_ray.cli train "${COMMON[@]}" --set "train.epochs=$SPEED_EPOCHS" \
-    --set "train.amp=$amp" --set "train.name=speed-amp-$amp" > "$LOGS/speed-amp-$amp.log" 2>&1
-  echo "rc $?"; tail -n 4 "$LOGS/speed-amp-$amp.log"
+    --set "${run#*=}" --set "train.name=speed-$name" > "$LOGS/speed-$name.log" 2>&1
+  echo "rc $?"; tail -n 4 "$LOGS/speed-$name.log"
 done
 
 if want scale; then
@@ -109,7 +112,8 @@ python3 - "$OUT/histories.json" <<'PY'
 import json, sys
 from pathlib import Path
 found = {}
-for run in [*Path("runs/wlasl100").glob("*-amp-*"), *Path("/tmp/scale/runs").glob("*")]:
+for run in [*Path("runs/wlasl100").glob("speed-*"), *Path("runs/wlasl100").glob("acc-*"),
+            *Path("/tmp/scale/runs").glob("*")]:
     ckpts = [p / "history.json" for p in run.glob("checkpoint_*") if (p / "history.json").is_file()]
     histories = [json.loads(p.read_text()) for p in ckpts]
     if histories:

@@ -67,13 +67,15 @@ def recipe_rows(histories: dict[str, list[dict[str, Any]]], samples: list[tuple[
         epoch_s = statistics.mean(b - a for a, b in zip(ends, ends[1:], strict=False)) if len(h) > 1 else float("nan")
         train_s = statistics.mean(e["train_seconds"] for e in timed)
         val_s = statistics.mean(e.get("val_seconds", float("nan")) for e in timed)
+        wait_s = statistics.mean(e.get("train_data_wait_seconds", float("nan")) for e in timed)
         util, mem, k = _window(samples, ends[0], ends[-1]) if len(h) > 1 else (float("nan"), float("nan"), 0)
         best = max(h, key=lambda e: e.get("val_top1", -1))
         rows.append(
-            f"{name} | {len(h)} | {n / train_s:.0f} | {train_s:.2f} | {val_s:.2f} | {epoch_s:.2f} | "
+            f"{name} | {len(h)} | {n / train_s:.0f} | {train_s:.2f} | {wait_s:.2f} | {val_s:.2f} | {epoch_s:.2f} | "
             f"{util:.0f}% ({k}) | {h[-1].get('gpu_peak_gb', float('nan')):.2f} | {mem / 1024:.2f} | "
             f"{best.get('val_top1', float('nan')):.1%} (epoch {int(best['epoch'])}) | "
-            f"{best.get('val_top5', float('nan')):.1%} | {h[-1].get('val_top1', float('nan')):.1%}")
+            f"{best.get('val_top5', float('nan')):.1%} | {h[-1].get('val_top1', float('nan')):.1%} | "
+            + " ".join(f"{e['train_seconds']:.1f}" for e in h))
     return rows
 
 
@@ -100,8 +102,9 @@ def main() -> None:
             print(f"{r['precision']} | {r['scores']} | {r['step_ms']:.2f} | {r['scores_ms']:.2f} | {r['share']:.1%} | "
                   f"{r['samples_per_s']:.0f} | {r['peak_gb']:.2f}")
 
-    head = ("run | epochs | train samples/s | train s/epoch | val s/epoch | epoch s (wall) | GPU busy (samples) | "
-            "peak GB (torch) | peak GB (GPU) | best val top-1 | its top-5 | last val top-1")
+    head = ("run | epochs | train samples/s | train s/epoch | of it waiting for data s | val s/epoch | "
+            "epoch s (wall) | GPU busy (samples) | "
+            "peak GB (torch) | peak GB (GPU) | best val top-1 | its top-5 | last val top-1 | train s by epoch")
     for title, prefix in (("The recipe alone on the GPU (epochs after the first)", "speed-"),
                           ("The recipe's accuracy (both runs at once on the GPU)", "acc-")):
         rows = recipe_rows(histories, samples, counts, prefix)
@@ -117,7 +120,9 @@ def main() -> None:
                 start = h[0]["first_step_time"]
                 util, mem, k = _window(samples, start, start + h[0]["train_seconds"])
                 print(f"{name}: GPU busy {util:.0f}% over the training epoch ({k} samples), peak GPU memory "
-                      f"{mem / 1024:.2f} GB; val {h[0].get('val_seconds', float('nan')):.1f} s")
+                      f"{mem / 1024:.2f} GB; train {h[0]['train_seconds']:.1f} s, of it waiting for data "
+                      f"{h[0].get('train_data_wait_seconds', float('nan')):.1f} s; "
+                      f"val {h[0].get('val_seconds', float('nan')):.1f} s")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -432,6 +433,27 @@ def test_loop_learns_a_toy_problem_and_checkpoint_roundtrips(tmp_path: Path) -> 
     m1, _ = evaluate(model, val, 3)
     m2, _ = evaluate(ck.model, val, 3)
     assert m1 == m2 and ck.vocab == vocab
+
+
+def test_an_epoch_counts_the_seconds_spent_waiting_for_its_batches() -> None:
+    """``train_data_wait_seconds``: how long the device sat idle for want of
+    data (a loader that takes 50 ms a batch), not the steps' own time."""
+    cfg = load_config(None, ["data.wlasl_json=x.json", "model.hidden_size=16", "model.num_layers=1",
+                             "train.augment.enabled=false"])
+    samples = _toy_samples()
+    model = build_model(cfg, 3)
+    batches = list(memory_batches(samples, cfg.features, fit_standardizer(samples, cfg.features), batch_size=6)(0, 3))
+
+    def slow():  # type: ignore[no-untyped-def]
+        for b in batches:
+            time.sleep(0.05)
+            yield b
+
+    t0 = time.perf_counter()
+    m = train_epoch(model, slow(), make_optimizer(model, cfg.train), 3)
+    took = time.perf_counter() - t0
+    assert 0.15 <= m["data_wait_seconds"] <= 0.3 and m["data_wait_seconds"] < took
+    assert train_epoch(model, batches, make_optimizer(model, cfg.train), 3)["data_wait_seconds"] < 0.05
 
 
 def test_weight_average_warms_up_then_follows_the_decay() -> None:
