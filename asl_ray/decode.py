@@ -59,8 +59,10 @@ def single_label_scores_closed(log_probs: torch.Tensor, lengths: torch.Tensor, g
 
     Both only look back, so padding frames after a clip's last one never
     reach its score, read at t = length - 1. The cumulative sums run to a few
-    thousand in magnitude and are differenced, so they are taken in float64
-    (float32 would lose ~1e-4 of a score); the result is float32.
+    thousand in magnitude and are differenced, so they are taken in float64:
+    then the scores are within 1e-12 of the recursion in float64, where in
+    float32 they would be off by up to 1.6e-4 at 160 frames (the float32
+    loop: 6e-4). The result is float32.
     """
     lp = (log_probs if grad else log_probs.detach()).double()
     b, t_max, _ = lp.shape
