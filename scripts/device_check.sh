@@ -6,7 +6,7 @@
 # The machine has torch with CUDA, numpy, pyarrow, pandas, nvidia-ml-py; no
 # Ray, pydantic, MLflow or network: the package runs from this tree.
 # Stages, each bounded so that the whole ends inside BUDGET seconds:
-#   setup     Ray and pydantic into /tmp/site, the features into runs/wlasl100/features
+#   setup     Ray and pydantic into /tmp/site, the features into runs/device/features
 #   tests     the gpu-marked tests (tests/gpu)
 #   step      benchmarks/gpu_step.py: a training step's time, fp32/bf16 x loop/closed-form scores
 #   speed     the recipe through `asl-ray train` on 1 GPU, alone: fp32, then bf16 (SPEED), SPEED_EPOCHS each
@@ -46,8 +46,10 @@ tar -xJf "$PACK/ray.tar.xz" -C "$SITE" 2>/dev/null \
   || python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$PACK/ray.tar.xz" "$SITE" \
   || exit 1
 export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
-mkdir -p runs/wlasl100/features
-cp "$PACK/features.parquet" runs/wlasl100/features/part-device.parquet
+# Its own folder, so that a run on a machine with extracted features leaves them alone.
+FEATURES=runs/device/features
+mkdir -p "$FEATURES"
+cp "$PACK/features.parquet" "$FEATURES/part-device.parquet"
 python3 scripts/gpu_sampler.py "$OUT/gpu.csv" &
 SAMPLER=$!
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
@@ -68,11 +70,12 @@ fi
 
 if want step; then
   stage step
-  timeout 150 python3 benchmarks/gpu_step.py --json "$OUT/step.json"
+  timeout 150 python3 benchmarks/gpu_step.py --json "$OUT/step.json" --set "extract.output_dir=$FEATURES"
 fi
 
 COMMON=(-c configs/wlasl100_attention.yaml --set tracking.enabled=false --set ray.include_dashboard=false
-        --set "ray.num_cpus=$CPUS" --set train.checkpoints_to_keep=200)
+        --set "ray.num_cpus=$CPUS" --set train.checkpoints_to_keep=200 --set "extract.output_dir=$FEATURES"
+        --set train.run_dir=runs/device)
 for run in $SPEED; do
   want speed || break
   name=${run%%=*}
@@ -112,7 +115,7 @@ python3 - "$OUT/histories.json" <<'PY'
 import json, sys
 from pathlib import Path
 found = {}
-for run in [*Path("runs/wlasl100").glob("speed-*"), *Path("runs/wlasl100").glob("acc-*"),
+for run in [*Path("runs/device").glob("speed-*"), *Path("runs/device").glob("acc-*"),
             *Path("/tmp/scale/runs").glob("*")]:
     ckpts = [p / "history.json" for p in run.glob("checkpoint_*") if (p / "history.json").is_file()]
     histories = [json.loads(p.read_text()) for p in ckpts]
