@@ -78,7 +78,7 @@ def test_bf16_is_chosen_on_this_gpu_and_its_step_follows_float32() -> None:
         model.zero_grad()
         loss = _batch_loss(model, batch, terms, precision, CUDA, None, None, 1.0)[2]
         loss.backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert abs(losses[1] - losses[0]) < 0.02 * abs(losses[0])
     assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0).item() > 0.99
