@@ -61,7 +61,7 @@ def recipe_rows(histories: dict[str, list[dict[str, Any]]], samples: list[tuple[
     rows = []
     for name in sorted(k for k in histories if k.startswith(prefix)):
         h = histories[name]
-        n = counts.get(name, 632)
+        n = counts.get(name, float("nan"))  # unknown without the run's own log
         ends = [e["epoch_end_time"] for e in h]
         timed = h[1:] or h
         epoch_s = statistics.mean(b - a for a, b in zip(ends, ends[1:], strict=False)) if len(h) > 1 else float("nan")
