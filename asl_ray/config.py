@@ -98,7 +98,7 @@ class ExtractConfig(_Section):
     retry_failed: bool = Field(False, description="extract the failed rows of output_dir again (--retry-failed)")
 
 
-InputKind = Literal["phono", "masks", "hands", "pose", "velocity", "bones", "lips"]
+InputKind = Literal["phono", "masks", "hands", "pose", "velocity", "bones", "palm", "lips"]
 
 
 class FeaturesConfig(_Section):
@@ -107,7 +107,9 @@ class FeaturesConfig(_Section):
     phono: the 36 phonological features; masks: pose/left/right found (3);
     hands: both hands' 21 points relative to their wrist (126); pose: 9
     upper-body points (27); velocity: frame-to-frame motion of hands and pose;
-    bones: unit direction of each hand's 20 finger bones (120); lips: the 40
+    bones: unit direction of each hand's 20 finger bones (120); palm: the same
+    directions in each hand's own palm frame, handshape free of orientation
+    (120); lips: the 40
     lip points relative to their centre, and whether a face was found (121;
     needs a dataset extracted with extract.lips).
     """

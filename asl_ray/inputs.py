@@ -24,7 +24,7 @@ LIPS = slice(75, 115)
 # MediaPipe hand topology: the parent joint of joints 1..20 (0 is the wrist).
 HAND_PARENTS = np.array([0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19])
 BLOCK_SIZES = {"phono": NUM_FEATURES, "masks": 3, "hands": 126, "pose": 27, "velocity": 3 * (2 + len(POSE_UPPER)),
-               "bones": 2 * 20 * 3, "lips": 40 * 3 + 1}
+               "bones": 2 * 20 * 3, "palm": 2 * 20 * 3, "lips": 40 * 3 + 1}
 
 
 def input_size(kinds: Sequence[str]) -> int:
@@ -41,6 +41,7 @@ _BLOCK_PARTS: dict[str, tuple[tuple[str, int], ...]] = {
     "pose": (("body", 3 * len(POSE_UPPER)),),
     "velocity": (("left", 3), ("right", 3), ("body", 3 * len(POSE_UPPER))),
     "bones": (("left", 60), ("right", 60)),
+    "palm": (("left", 60), ("right", 60)),
     "lips": (("face", 121),),
 }
 
@@ -56,6 +57,39 @@ def part_columns(kinds: Sequence[str]) -> dict[str, list[int]]:
             cols[part].extend(range(at, at + n))
             at += n
     return {p: c for p, c in cols.items() if c}
+
+
+def bone_directions(hand: np.ndarray) -> np.ndarray:
+    """(T, 20, 3) unit direction of each bone of hands (T, 21, 3), parent to child."""
+    vec = hand[:, 1:] - hand[:, HAND_PARENTS]
+    return vec / np.maximum(np.linalg.norm(vec, axis=-1, keepdims=True), 1e-6)
+
+
+def palm_frame_bones(hand: np.ndarray, is_left: bool) -> np.ndarray:
+    """(T, 20, 3) the bone directions of hands (T, 21, 3) in each frame's own
+    palm frame: y from the wrist to the middle finger's base, x across the
+    knuckles from the little finger's base to the index's (made orthogonal to
+    y), z = x × y, out of the palm.
+
+    This is handshape without hand orientation: turning a hand about its wrist
+    changes every body-frame bone direction (the ``bones`` block) and none of
+    these, so a handshape seen at one angle in training is the same input at
+    another; the orientation itself stays in ``phono`` (palm normal, pointing
+    direction) and ``bones``. Hand-model-aware pose models (SignBERT+'s MANO
+    joint rotations, Siformer's kinematic hand rectification) separate the two
+    the same way. A left hand's z is negated, so a left hand and its mirror
+    image (a right hand) read alike, as their palm normals do in ``phono``."""
+    h = np.asarray(hand, np.float32)
+    y = h[:, 9] - h[:, 0]
+    y = y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-6)
+    x = h[:, 5] - h[:, 17]
+    x = x - np.sum(x * y, axis=-1, keepdims=True) * y
+    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+    z = np.cross(x, y)
+    if is_left:
+        z = -z
+    axes = np.stack([x, y, z], axis=1)  # (T, 3, 3), rows x, y, z
+    return np.einsum("tbk,tjk->tbj", bone_directions(h), axes)
 
 
 def build_inputs(landmarks: np.ndarray, fps: float | None | np.ndarray, kinds: Sequence[str],
@@ -79,12 +113,11 @@ def build_inputs(landmarks: np.ndarray, fps: float | None | np.ndarray, kinds: S
         elif kind == "bones":
             # Unit direction of each finger bone: the hand's articulation, free
             # of its size and of how far it is from the camera.
-            bones = []
-            for part in (LEFT, RIGHT):
-                hand = lm[:, part]
-                vec = hand[:, 1:] - hand[:, HAND_PARENTS]
-                bones.append(vec / np.maximum(np.linalg.norm(vec, axis=-1, keepdims=True), 1e-6))
+            bones = [bone_directions(lm[:, part]) for part in (LEFT, RIGHT)]
             blocks.append(np.concatenate(bones, axis=1).reshape(t, -1))
+        elif kind == "palm":
+            palm = [palm_frame_bones(lm[:, part], is_left=part is LEFT) for part in (LEFT, RIGHT)]
+            blocks.append(np.concatenate(palm, axis=1).reshape(t, -1))
         elif kind == "lips":
             if lm.shape[1] < LIPS.stop:
                 raise ValueError("the lips input block needs landmarks with the lips (T, 115, 3)")

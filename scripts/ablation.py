@@ -150,6 +150,11 @@ ROWS: list[tuple[str, str, list[str]]] = _with_ranges([
      "ISLR winner's width; 1.12M parameters against 0.53M): every regulariser so far left the train-val gap as "
      "it was, so this asks whether capacity, not fit, is what val is short of",
      [_BONES[0], "model.part_embed=true", *_HEAVY, "model.hidden_size=192"] + _SMOOTH + _MIRROR),
+    ("recipe-parts-palm", "row 28 + each hand's finger bone directions in its own palm frame (input block "
+     "`palm`: handshape free of hand orientation, as SignBERT+'s joint rotations and Siformer's hand "
+     "rectification separate them; the `bones` block's body-frame directions change whenever the hand turns)",
+     ["features.inputs=[phono,masks,hands,pose,velocity,bones,palm]", "model.part_embed=true", *_HEAVY]
+     + _SMOOTH + _MIRROR),
 ])
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The

@@ -54,7 +54,7 @@ def _with_lips(lm: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def test_input_blocks_have_their_sizes_and_no_nan() -> None:
     lm = _with_lips(_landmarks(0))
-    kinds = ["phono", "masks", "hands", "pose", "velocity", "bones", "lips"]
+    kinds = ["phono", "masks", "hands", "pose", "velocity", "bones", "palm", "lips"]
     x = build_inputs(lm, 25, kinds)
     assert x.shape == (14, input_size(kinds)) == (14, sum(BLOCK_SIZES.values()))
     assert np.isfinite(x).all()
@@ -87,6 +87,46 @@ def test_bones_are_unit_directions_free_of_hand_size() -> None:
     big = lm.copy()
     big[:, 54:75] = lm[:, 54:55] + 1.7 * (lm[:, 54:75] - lm[:, 54:55])
     np.testing.assert_allclose(build_inputs(big, 25, ["bones"]), build_inputs(lm, 25, ["bones"]), atol=1e-5)
+
+
+def _rotation(seed: int) -> np.ndarray:
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return (q if np.linalg.det(q) > 0 else -q).astype(np.float32)
+
+
+def test_palm_block_is_handshape_free_of_hand_orientation() -> None:
+    lm = _landmarks(2)
+    x = build_inputs(lm, 25, ["palm"]).reshape(14, 40, 3)
+    both = np.isfinite(lm[:, 33:75]).all(axis=(1, 2))
+    assert both.any() and np.allclose(np.linalg.norm(x[both], axis=-1), 1.0, atol=1e-5)
+    # Middle finger's base bone lies along the palm frame's y axis, by construction.
+    np.testing.assert_allclose(x[both, 20 + 8], np.tile([0, 1, 0], (both.sum(), 1)), atol=1e-5)
+    # Each frame's right hand turned its own way about its wrist (and grown):
+    # the body-frame bones change, the palm-frame bones do not.
+    turned = lm.copy()
+    for t in range(14):
+        wrist = lm[t, 54]
+        turned[t, 54:75] = wrist + 1.3 * (lm[t, 54:75] - wrist) @ _rotation(t).T
+    np.testing.assert_allclose(build_inputs(turned, 25, ["palm"]), build_inputs(lm, 25, ["palm"]), atol=1e-4)
+    assert not np.allclose(build_inputs(turned, 25, ["bones"])[both], build_inputs(lm, 25, ["bones"])[both],
+                           atol=1e-2)
+    # A bent finger is a different handshape: only that finger's bones move.
+    bent = lm.copy()
+    bent[:, 62:63] = lm[:, 61:62] + (lm[:, 62:63] - lm[:, 61:62]) @ _rotation(99).T  # index tip (joint 8)
+    moved = np.abs(build_inputs(bent, 25, ["palm"]) - build_inputs(lm, 25, ["palm"])).reshape(14, 40, 3)
+    assert moved[both, 20 + 7].max() > 1e-2 and moved[:, np.arange(40) != 20 + 7].max() < 1e-6
+
+
+def test_palm_block_reads_a_left_hand_as_its_mirror_image() -> None:
+    """Mirroring makes the right hand a left one; with z flipped for the left
+    hand the two give the same handshape input, as the palm normals in phono."""
+    lm = _landmarks(3)
+    x = build_inputs(lm, 25, ["palm"]).reshape(14, 2, 60)
+    m = build_inputs(mirror(lm), 25, ["palm"]).reshape(14, 2, 60)
+    np.testing.assert_allclose(m[:, 0], x[:, 1], atol=1e-5)
+    np.testing.assert_allclose(m[:, 1], x[:, 0], atol=1e-5)
+    assert part_columns(["palm"]) == {"left": list(range(60)), "right": list(range(60, 120))}
 
 
 def test_mirror_is_an_involution_and_swaps_hands() -> None:
