@@ -364,6 +364,9 @@ def _speeds(text: str | None) -> tuple[float, ...]:
               help="Any split of the feature dataset: val, train, test (when your data has it), ...")
 @click.option("--tta-speeds", default=None, metavar="S1,S2,...",
               help="Test-time augmentation: average over the sequence played at these speeds, e.g. 0.9,1,1.1.")
+@click.option("--tta-mirror", is_flag=True,
+              help="Test-time augmentation: average over each sequence and its mirror image (left and right "
+              "swapped, as train.augment.mirror trains on).")
 @click.option("--features", "features_dir", default=None, help="Feature dataset (default: the run's own).")
 @click.option("--out", default=None, metavar="PATH|URI",
               help="Folder for confusion_matrix.png and per_class.csv (default: next to the first checkpoint).")
@@ -372,8 +375,8 @@ def _speeds(text: str | None) -> tuple[float, ...]:
               help="Also score N seeded sentences of 2-5 clips of the split (continuous signing): word error "
               "rate with greedy and beam-search decoding.")
 @_decoding_options
-def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, features_dir: str | None,
-             out: str | None, show: int, sentences: int, prior: Path | None, prior_weight: float | None,
+def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, tta_mirror: bool,
+             features_dir: str | None, out: str | None, show: int, sentences: int, prior: Path | None, prior_weight: float | None,
              merge_repeats: bool | None) -> None:
     """Top-1, top-5, mean per-class accuracy and a per-class table of a checkpoint (or an ensemble);
     with --sentences N, the word error rate on sentences made of the split's clips."""
@@ -389,12 +392,13 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
         raise click.BadParameter(f"{sentences}: expected a count >= 0", param_hint="--sentences")
     cks = [load_checkpoint(c).with_decoding(prior, prior_weight, merge_repeats) for c in checkpoints]
     merged = " (repeats merged)" if cks[0].cfg.train.sentences.merge_repeats else ""
-    single = len(cks) == 1 and speeds == (1.0,)
+    single = len(cks) == 1 and speeds == (1.0,) and not tta_mirror
     ev = evaluate_checkpoint(cks[0], split, features_dir) if single else evaluate_ensemble(
-        cks, split, features_dir, speeds)
+        cks, split, features_dir, speeds, tta_mirror)
     m = ev.metrics
     n = int(ev.confusion.sum())
-    what = "" if single else f" | ensemble of {len(cks)} checkpoint(s) x {len(speeds)} speed(s)"
+    what = "" if single else (f" | ensemble of {len(cks)} checkpoint(s) x {len(speeds)} speed(s)"
+                              + (" x 2 (mirrored)" if tta_mirror else ""))
     line = (f"{split}: {n} samples, {cks[0].vocab.num_glosses} glosses{what} | top1 {m['top1']:.1%} "
             f"top5 {m['top5']:.1%} mean per-class {m['mean_class_acc']:.1%}")
     if single:
@@ -424,7 +428,7 @@ def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, f
         click.echo(f"{split} sentences: {se.sentences} of 2-5 clips, {se.glosses} glosses{merged} | WER greedy "
                    f"{se.wer_greedy:.1%}, beam {se.wer_beam:.1%}"
                    + (f" (ensemble of {len(cks)})" if len(cks) > 1 else "")
-                   + (" (sentences at speed 1 only)" if speeds != (1.0,) else ""))
+                   + (" (sentences without test-time augmentation)" if speeds != (1.0,) or tta_mirror else ""))
         click.echo(f"  greedy: {se.kinds_greedy.describe(se.glosses)}; beam: {se.kinds_beam.describe(se.glosses)}")
         for ref, g, b in se.examples:
             click.echo(f"  {' '.join(ref):<40} greedy: {' '.join(g) or '-'} | beam: {' '.join(b) or '-'}")

@@ -1,10 +1,11 @@
 """Evaluate checkpoints on a split, and predict glosses for new videos. No Ray.
 
 One checkpoint gives every metric of training (loss, greedy accuracy, blank
-ratio). Several checkpoints, or test-time speeds, are scored by their
-posterior over glosses (softmax of the exact single-gloss CTC scores, see
-decode.py), averaged over checkpoints and over the sequence played at each
-speed; the ranking metrics and the confusion matrix come from that average.
+ratio). Several checkpoints, test-time speeds or test-time mirroring are
+scored by their posterior over glosses (softmax of the exact single-gloss CTC
+scores, see decode.py), averaged over checkpoints, over the sequence played
+at each speed and, with mirroring, over it and its mirror image; the ranking
+metrics and the confusion matrix come from that average.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
-from asl_ray.augment import change_speed, dominant_hand_right
+from asl_ray.augment import change_speed, dominant_hand_right, mirror
 from asl_ray.checkpoint import LoadedCheckpoint
 from asl_ray.continuous.decoding import greedy
 from asl_ray.continuous.wer import Edits, edits
@@ -62,17 +63,23 @@ def evaluate_checkpoint(ck: LoadedCheckpoint, split: str, features_dir: str | No
 
 
 @torch.no_grad()
-def gloss_posteriors(ck: LoadedCheckpoint, samples: Sequence[Sample], speeds: Sequence[float] = (1.0,)
-                     ) -> np.ndarray:
-    """(N, V) posterior over glosses, averaged over the sequence played at each speed."""
+def gloss_posteriors(ck: LoadedCheckpoint, samples: Sequence[Sample], speeds: Sequence[float] = (1.0,),
+                     mirrored: bool = False) -> np.ndarray:
+    """(N, V) posterior over glosses, averaged over the sequence played at each
+    speed and, when ``mirrored``, over each of those and its mirror image (the
+    signer's left and right swapped, as ``train.augment.mirror`` trains on)."""
     ck.model.eval()
+    if mirrored and ck.cfg.features.dominant_hand:
+        raise UserError("test-time mirroring with features.dominant_hand: every sequence is already read "
+                        "in its right-handed form, so its mirror image would be read the same way")
     total = np.zeros((len(samples), ck.vocab.num_glosses))
-    for speed in speeds:
+    flips = (False, True) if mirrored else (False,)
+    for speed, flip in [(v, f) for v in speeds for f in flips]:
         # Capped again at max_frames: the attention encoder has no positions beyond it.
         views = []
         for s in samples:
             lm, fps = resample(change_speed(s.landmarks, speed), s.fps, ck.cfg.features.max_frames)
-            views.append(replace(s, landmarks=lm, fps=fps))
+            views.append(replace(s, landmarks=mirror(lm) if flip else lm, fps=fps))
         ds = SignDataset(views, ck.cfg.features, ck.standardizer)
         probs = []
         for b in DataLoader(ds, batch_size=64, collate_fn=collate):
@@ -80,7 +87,7 @@ def gloss_posteriors(ck: LoadedCheckpoint, samples: Sequence[Sample], speeds: Se
             steps = ck.model.output_lengths(b["lengths"])
             probs.append(torch.softmax(single_label_scores(lp, steps), 1).numpy())
         total += np.concatenate(probs)
-    return total / len(speeds)
+    return total / (len(speeds) * len(flips))
 
 
 def _check_same_glosses(cks: Sequence[LoadedCheckpoint]) -> None:
@@ -89,8 +96,9 @@ def _check_same_glosses(cks: Sequence[LoadedCheckpoint]) -> None:
 
 
 def evaluate_ensemble(cks: Sequence[LoadedCheckpoint], split: str, features_dir: str | None = None,
-                      speeds: Sequence[float] = (1.0,)) -> Evaluation:
-    """Ranking metrics of the posterior averaged over checkpoints and test-time speeds."""
+                      speeds: Sequence[float] = (1.0,), mirrored: bool = False) -> Evaluation:
+    """Ranking metrics of the posterior averaged over checkpoints, test-time
+    speeds and (``mirrored``) each view's mirror image."""
     vocab = cks[0].vocab
     _check_same_glosses(cks)
     table, _ = usable_rows(read_features(features_dir or cks[0].cfg.extract.output_dir),
@@ -98,7 +106,7 @@ def evaluate_ensemble(cks: Sequence[LoadedCheckpoint], split: str, features_dir:
     probs: np.ndarray | None = None
     for ck in cks:
         samples = _split_samples(ck, table, split)
-        p = gloss_posteriors(ck, samples, speeds)
+        p = gloss_posteriors(ck, samples, speeds, mirrored)
         probs = p if probs is None else probs + p
     assert probs is not None
     labels = np.array([s.label for s in samples])

@@ -158,3 +158,25 @@ def test_merge_repeats_reaches_clips_and_sentences_from_the_command_line(tmp_pat
     assert float(kept_clips[2]) > 0
     assert float(kept_wer[0]) > float(plain_merged_wer[0]) and float(kept_wer[1]) > float(plain_merged_wer[1])
     assert scores("--merge-repeats") == (plain_clips, plain_merged_wer)
+
+
+def test_mirror_tta_averages_each_clip_and_its_mirror_image(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from asl_ray.augment import mirror
+    from asl_ray.extract import read_features
+
+    ck = _model_checkpoint(tmp_path, "a", 0, 1)
+    samples = evaluation._split_samples(ck, read_features(str(tmp_path / "features")), "val")
+    flipped = [replace(s, landmarks=mirror(s.landmarks)) for s in samples]
+    plain, other = evaluation.gloss_posteriors(ck, samples), evaluation.gloss_posteriors(ck, flipped)
+    assert not np.allclose(plain, other, atol=1e-4)  # the mirror image is another view
+    np.testing.assert_allclose(evaluation.gloss_posteriors(ck, samples, mirrored=True), (plain + other) / 2,
+                               atol=1e-6)
+    out = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "a"), "--tta-mirror", "--out",
+                                    str(tmp_path / "eval")])
+    assert out.exit_code == 0 and "x 1 speed(s) x 2 (mirrored)" in out.output, out.output
+
+    ck.cfg.features.dominant_hand = True
+    with pytest.raises(UserError, match="already read in its right-handed form"):
+        evaluation.gloss_posteriors(ck, samples, mirrored=True)
