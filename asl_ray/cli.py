@@ -376,8 +376,8 @@ def _speeds(text: str | None) -> tuple[float, ...]:
               "rate with greedy and beam-search decoding.")
 @_decoding_options
 def evaluate(checkpoints: tuple[str, ...], split: str, tta_speeds: str | None, tta_mirror: bool,
-             features_dir: str | None, out: str | None, show: int, sentences: int, prior: Path | None, prior_weight: float | None,
-             merge_repeats: bool | None) -> None:
+             features_dir: str | None, out: str | None, show: int, sentences: int, prior: Path | None,
+             prior_weight: float | None, merge_repeats: bool | None) -> None:
     """Top-1, top-5, mean per-class accuracy and a per-class table of a checkpoint (or an ensemble);
     with --sentences N, the word error rate on sentences made of the split's clips."""
     import tempfile
