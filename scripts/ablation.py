@@ -216,6 +216,10 @@ CTC_ROWS: list[tuple[str, str, list[str]]] = _with_ranges([
     ("ctc-sub16-sentences-most", "+ CTC step of 16 frames and training sentences from three quarters of each "
      "batch's clips instead of half (a quarter of them made WER 12 points worse than half; repeats merged)",
      _CTC + _SUB16 + ["train.sentences.share=0.75", "train.sentences.merge_repeats=true"]),
+    ("ctc-sub16-sentences-palm", "+ CTC step of 16 frames and training sentences, with each hand's finger bone "
+     "directions in its own palm frame as well (input block `palm`, recipe row 32; repeats merged)",
+     ["features.inputs=[phono,masks,hands,pose,velocity,bones,palm]", *_JOINT] + _SMOOTH + _MIRROR
+     + ["train.sentences.val=100"] + _SUB16 + _SENT + ["train.sentences.merge_repeats=true"]),
 ])
 
 

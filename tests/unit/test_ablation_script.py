@@ -41,9 +41,9 @@ def test_every_row_is_a_valid_config() -> None:
     from asl_ray.config import load_config
 
     ab = _script()
-    names = [r[0] for r in ab.ROWS]
+    names = [r[0] for r in ab.ROWS + ab.CTC_ROWS]
     assert len(set(names)) == len(names) and ab.RECIPE in names
-    for _, _, overrides in ab.ROWS:
+    for _, _, overrides in ab.ROWS + ab.CTC_ROWS:
         load_config(ab.CONFIG, overrides)
 
 
