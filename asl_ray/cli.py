@@ -288,9 +288,9 @@ def _show_augment(video: Path, out: Path | None, draws: int, config_path: str | 
                   overrides: tuple[str, ...], checkpoint: str | None) -> None:
     import numpy as np
 
-    from asl_ray.augment import dominant_hand_right
     from asl_ray.features import video_features
     from asl_ray.landmarks import ExtractionError, LandmarkExtractor
+    from asl_ray.samples import as_read
     from asl_ray.show import augment_sheet
 
     if checkpoint:
@@ -312,8 +312,7 @@ def _show_augment(video: Path, out: Path | None, draws: int, config_path: str | 
     if not np.isfinite(lm.pose[..., 0]).any():
         raise UserError(f"{video}: no pose found in any frame, so there is no body frame to draw in")
     landmarks = video_features(lm.pose, lm.left, lm.right, lm.fps or 25.0).landmarks
-    if cfg.features.dominant_hand:
-        landmarks = dominant_hand_right(landmarks)
+    landmarks = as_read(landmarks, cfg.features)
     png = out or Path(f"{video.stem}_augment.png")
     aug = cfg.train.augment
     augment_sheet(landmarks, png, aug, draws, seed=cfg.train.seed, title=(

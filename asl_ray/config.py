@@ -116,6 +116,10 @@ class FeaturesConfig(_Section):
 
     inputs: list[InputKind] = Field(["phono", "masks"], min_length=1, description="input blocks, in order")
     max_frames: int = Field(160, ge=8, description="longer videos are resampled uniformly to this")
+    fill_gaps: int = Field(
+        0, ge=0, le=30, description="fill each hand's runs of up to this many frames not found, between two "
+        "frames where it was, by linear interpolation (inputs.fill_hand_gaps), in training and at inference; "
+        "0 = off")
     dominant_hand: bool = Field(
         False, description="mirror every sequence whose left hand is found on more frames than its right, so the "
         "hand that signs is on the same side for every signer, in training and at inference (augment.py); on "

@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
-from asl_ray.augment import change_speed, dominant_hand_right, mirror
+from asl_ray.augment import change_speed, mirror
 from asl_ray.checkpoint import LoadedCheckpoint
 from asl_ray.continuous.decoding import greedy
 from asl_ray.continuous.wer import Edits, edits
@@ -30,7 +30,7 @@ from asl_ray.errors import UserError
 from asl_ray.extract import read_features
 from asl_ray.inputs import build_inputs, resample
 from asl_ray.loop import evaluate
-from asl_ray.samples import Sample, split_samples
+from asl_ray.samples import Sample, as_read, split_samples
 
 
 @dataclass
@@ -259,9 +259,7 @@ def predict_videos(ck: LoadedCheckpoint, videos: list[Path], k: int = 5) -> list
             continue
         arr = sample_arrays(row)
         hands = float((arr.left_mask | arr.right_mask).mean())
-        lm = arr.model_landmarks(ck.cfg.features.lips)
-        if ck.cfg.features.dominant_hand:  # the whole video, as a training clip is
-            lm = dominant_hand_right(lm)
+        lm = as_read(arr.model_landmarks(ck.cfg.features.lips), ck.cfg.features)  # as a training clip is
         out.append(Prediction(str(video), predict_landmarks(ck, lm, row["fps"], k), row["num_frames"],
                               hands, decode_sequence(ck, lm, row["fps"])))
     return out

@@ -61,7 +61,7 @@ def _rows(table: pa.Table, vocab: Vocabulary, features: FeaturesConfig
     the rows whose gloss is in the vocabulary."""
     labels = np.array([vocab.id_of(g) or 0 for g in table.column("gloss").to_pylist()], np.int64)
     keep = np.flatnonzero(labels > 0)
-    all_views = landmark_views(table, features.lips, features.dominant_hand)
+    all_views = landmark_views(table, features)
     views = [all_views[i] for i in keep]
     fps = table.column("fps").to_pylist()
     seeds = (table.column(SEED_COLUMN).to_numpy() if SEED_COLUMN in table.column_names

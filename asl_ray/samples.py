@@ -30,7 +30,7 @@ from asl_ray.augment import augment, dominant_hand_right
 from asl_ray.config import AugmentConfig, FeaturesConfig
 from asl_ray.errors import UserError
 from asl_ray.features import NUM_LANDMARKS, NUM_LIPS
-from asl_ray.inputs import Standardizer, StandardizerSums, build_inputs, resample
+from asl_ray.inputs import Standardizer, StandardizerSums, build_inputs, fill_hand_gaps, resample
 from asl_ray.vocab import Vocabulary
 
 SAMPLE_COLUMNS = ["video_id", "gloss", "split", "fps", "num_frames", "landmarks"]
@@ -72,17 +72,35 @@ def list_buffer(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndar
     return values, offsets
 
 
-def landmark_views(table: pa.Table, lips: bool = False, dominant_hand: bool = False) -> list[np.ndarray]:
-    """Each row's landmarks (T, 75, 3) as a view into one float32 buffer; with
-    ``lips`` (the ``lips`` input block), (T, 115, 3) copies with the 40 lip
-    points after the hands; with ``dominant_hand`` (``features.dominant_hand``),
-    the rows signed with the left hand mirrored (copies)."""
+def as_read(landmarks: np.ndarray, features: FeaturesConfig) -> np.ndarray:
+    """A whole video's landmarks as ``features`` reads them, before any
+    resampling or augmentation: short hand-tracking gaps filled
+    (``fill_gaps``), then mirrored to the dominant hand (``dominant_hand``).
+    Training (both ingests), evaluation, ``predict`` and ``show`` all read
+    landmarks through here. ``landmarks`` itself when neither is on."""
+    if features.fill_gaps:
+        landmarks = fill_hand_gaps(landmarks, features.fill_gaps)
+    return dominant_hand_right(landmarks) if features.dominant_hand else landmarks
+
+
+def changes_landmarks(features: FeaturesConfig) -> bool:
+    """Whether :func:`landmark_views` makes copies (lips, gap filling, mirroring)."""
+    return features.lips or bool(features.fill_gaps) or features.dominant_hand
+
+
+def landmark_views(table: pa.Table, features: FeaturesConfig | None = None) -> list[np.ndarray]:
+    """Each row's landmarks (T, 75, 3) as a view into one float32 buffer, as
+    ``features`` reads them: with the ``lips`` input block, (T, 115, 3) copies
+    with the 40 lip points after the hands; then :func:`as_read` (copies where
+    it changes a row)."""
     values, offsets = list_buffer(table.column("landmarks"))
     values = values.astype(np.float32, copy=False)
     views = [values[offsets[i]:offsets[i + 1]].reshape(-1, NUM_LANDMARKS, 3) for i in range(len(offsets) - 1)]
-    if lips:
+    if features is None:
+        return views
+    if features.lips:
         views = _with_lips(table, views)
-    return [dominant_hand_right(v) for v in views] if dominant_hand else views
+    return [as_read(v, features) for v in views] if changes_landmarks(features) else views
 
 
 def _with_lips(table: pa.Table, views: list[np.ndarray]) -> list[np.ndarray]:
@@ -134,9 +152,9 @@ def _samples(table: pa.Table, vocab: Vocabulary, features: FeaturesConfig, split
              ) -> tuple[dict[str, list[Sample]], Counter[str]]:
     out: dict[str, list[Sample]] = {s: [] for s in splits}
     dropped: Counter[str] = Counter()
-    if features.lips or features.dominant_hand:  # only these splits' rows need copies
+    if changes_landmarks(features):  # only these splits' rows need copies
         table = table.filter(pc.is_in(table.column("split"), pa.array(list(splits))))
-    views = landmark_views(table, features.lips, features.dominant_hand)
+    views = landmark_views(table, features)
     meta = table.select(["video_id", "gloss", "split", "fps"]).to_pydict()
     for i, (vid, gloss, split, fps) in enumerate(zip(meta["video_id"], meta["gloss"], meta["split"], meta["fps"],
                                                       strict=True)):

@@ -155,6 +155,10 @@ ROWS: list[tuple[str, str, list[str]]] = _with_ranges([
      "rectification separate them; the `bones` block's body-frame directions change whenever the hand turns)",
      ["features.inputs=[phono,masks,hands,pose,velocity,bones,palm]", "model.part_embed=true", *_HEAVY]
      + _SMOOTH + _MIRROR),
+    ("recipe-parts-fill", "row 28 with each hand's gaps of up to 6 frames (0.2 s) in MediaPipe's tracking filled by "
+     "linear interpolation, in training and at inference (`features.fill_gaps=6`): of WLASL100's 2,097 interior "
+     "gaps in hand tracking, 1,510 are one frame (a moving hand lost to motion blur), 2,002 at most 6",
+     [_BONES[0], "model.part_embed=true", *_HEAVY, "features.fill_gaps=6"] + _SMOOTH + _MIRROR),
 ])
 # Rows that first pre-train their encoder (`asl-ray pretrain`, same seed and
 # model) with these overrides, then train from it (train.init_encoder). The

@@ -58,7 +58,7 @@ def table() -> pa.Table:
 
 def test_only_the_left_handed_rows_are_mirrored(table: pa.Table) -> None:
     plain = landmark_views(table)
-    turned = landmark_views(table, dominant_hand=True)
+    turned = landmark_views(table, FEATURES)
     mirrored = [not np.array_equal(a, b, equal_nan=True) for a, b in zip(plain, turned, strict=True)]
     assert sum(mirrored) == len(range(0, table.num_rows, 3))
     for a, b, m in zip(plain, turned, mirrored, strict=True):

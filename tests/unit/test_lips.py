@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from asl_ray.augment import mirror
-from asl_ray.config import ExtractConfig
+from asl_ray.config import ExtractConfig, FeaturesConfig
 from asl_ray.errors import UserError
 from asl_ray.extract import SampleProcessor, rows_to_table
 from asl_ray.features import NUM_LIPS
@@ -20,6 +20,8 @@ from asl_ray.landmarks import LIPS, LIPS_EXTRACTOR_VERSION
 from asl_ray.samples import landmark_views
 from asl_ray.schema import FEATURE_SCHEMA, sample_arrays
 from tests.conftest import require_shared
+
+LIPS_READ = FeaturesConfig(inputs=["pose", "lips"])
 
 
 @pytest.fixture(scope="module")
@@ -98,22 +100,22 @@ def test_lips_block_is_the_mouth_shape() -> None:
 
 def test_datasets_without_lips_give_one_clear_error(lips_row: dict, tmp_path: Path) -> None:
     with_lips = rows_to_table([lips_row])
-    views = landmark_views(with_lips, lips=True)
+    views = landmark_views(with_lips, LIPS_READ)
     assert views[0].shape[1:] == (115, 3)
     assert landmark_views(with_lips)[0].shape[1:] == (75, 3)
     without = rows_to_table([{**lips_row, "video_id": "plain", "lips": None}])
     assert without.column("lips").to_pylist() == [[]]
     with pytest.raises(UserError, match="video plain has no lip landmarks.*extract.lips=true"):
-        landmark_views(without, lips=True)
+        landmark_views(without, LIPS_READ)
     # A file from before the column existed reads it as null, and says the same.
     old = tmp_path / "old.parquet"
     pq.write_table(with_lips.drop_columns(["lips"]), old)
     read = pq.read_table(old, schema=FEATURE_SCHEMA)
     assert read.column("lips").null_count == 1
     with pytest.raises(UserError, match="no lip landmarks"):
-        landmark_views(read, lips=True)
+        landmark_views(read, LIPS_READ)
     with pytest.raises(UserError, match="lips column"):
-        landmark_views(pa.table({"landmarks": read.column("landmarks")}), lips=True)
+        landmark_views(pa.table({"landmarks": read.column("landmarks")}), LIPS_READ)
 
 
 def test_kaggle_islr_files_give_their_lips() -> None:
