@@ -330,13 +330,13 @@ def ctc_table(run_dir: Path, seeds: list[int]) -> str:
 
 def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> list[str]:
     """The checkpoints of the rows in ``COMBINED`` (rows 9, 19 and 28) combined
-    at inference: test-time speeds, and a seed ensemble. Numbered after the
-    training rows whichever of them the run folder holds (row 9's runs are in
-    runs/ablation, the others in runs/abl15)."""
+    at inference: test-time speeds, a seed ensemble, test-time mirroring.
+    Numbered after the training rows whichever of them the run folder holds
+    (row 9's runs are in runs/ablation, the others in runs/abl15)."""
     from asl_ray.checkpoint import latest_checkpoint, load_checkpoint
     from asl_ray.evaluation import evaluate_ensemble
 
-    lines = []
+    lines, mirrored = [], []
     for i, row in enumerate(COMBINED):
         number = 1 + [r[0] for r in ROWS].index(row)
         runs = [run_dir / f"{row}-s{s}" for s in seeds if (run_dir / f"{row}-s{s}" / "best_checkpoint.txt").is_file()]
@@ -346,13 +346,13 @@ def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> l
         picks = {"best": [load_checkpoint(r) for r in runs],
                  "last": [load_checkpoint(latest_checkpoint(r) or r) for r in runs]}
 
-        def cell(speeds: tuple[float, ...], ensemble: bool, picks: dict = picks) -> str:
+        def cell(speeds: tuple[float, ...], ensemble: bool, mirror: bool = False, picks: dict = picks) -> str:
             out = []
             for cks in picks.values():
                 if ensemble:
-                    m = [evaluate_ensemble(cks, "val", features, speeds).metrics]
+                    m = [evaluate_ensemble(cks, "val", features, speeds, mirror).metrics]
                 else:
-                    m = [evaluate_ensemble([ck], "val", features, speeds).metrics for ck in cks]
+                    m = [evaluate_ensemble([ck], "val", features, speeds, mirror).metrics for ck in cks]
                 out.append(f"{_mean([x['top1'] for x in m])} / {_mean([x['top5'] for x in m])}")
             return " | ".join(out)
 
@@ -360,7 +360,11 @@ def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> l
                   f"{cell((0.9, 1.0, 1.1), False)} |",
                   f"| {n + 2 * i + 2} | row {number}, ensemble of the {len(runs)} seeds' models (posteriors averaged) "
                   f"| {used} | {cell((1.0,), True)} |"]
-    return lines
+        # Numbered after all of the above, so adding them renumbered no row.
+        mirrored.append(f"| {n + 2 * len(COMBINED) + i + 1} | row {number}, test-time mirroring (each clip's "
+                        f"posterior averaged with its mirror image's, `--tta-mirror`) | {used} | "
+                        f"{cell((1.0,), False, True)} |")
+    return lines + mirrored
 
 
 def main() -> None:
