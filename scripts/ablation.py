@@ -330,7 +330,8 @@ def ctc_table(run_dir: Path, seeds: list[int]) -> str:
 
 def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> list[str]:
     """The checkpoints of the rows in ``COMBINED`` (rows 9, 19 and 28) combined
-    at inference: test-time speeds, a seed ensemble, test-time mirroring.
+    at inference: test-time speeds, a seed ensemble; the recipe's also with
+    test-time mirroring.
     Numbered after the training rows whichever of them the run folder holds
     (row 9's runs are in runs/ablation, the others in runs/abl15)."""
     from asl_ray.checkpoint import latest_checkpoint, load_checkpoint
@@ -360,10 +361,10 @@ def _inference_rows(run_dir: Path, seeds: list[int], features: str, n: int) -> l
                   f"{cell((0.9, 1.0, 1.1), False)} |",
                   f"| {n + 2 * i + 2} | row {number}, ensemble of the {len(runs)} seeds' models (posteriors averaged) "
                   f"| {used} | {cell((1.0,), True)} |"]
-        # Numbered after all of the above, so adding them renumbered no row.
-        mirrored.append(f"| {n + 2 * len(COMBINED) + i + 1} | row {number}, test-time mirroring (each clip's "
-                        f"posterior averaged with its mirror image's, `--tta-mirror`) | {used} | "
-                        f"{cell((1.0,), False, True)} |")
+        if row == RECIPE:  # numbered after all of the above, so adding it renumbered none of them
+            mirrored.append(f"| {n + 2 * len(COMBINED) + 1} | row {number}, test-time mirroring (each clip's "
+                            f"posterior averaged with its mirror image's, `--tta-mirror`) | {used} | "
+                            f"{cell((1.0,), False, True)} |")
     return lines + mirrored
 
 
