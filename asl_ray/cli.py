@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from asl_ray.config import Config, load_config
+from asl_ray.console import native_logs_to_file
 from asl_ray.errors import UserError
 
 EPILOG = """\b
@@ -269,12 +270,14 @@ def show(video: Path, out: Path | None, frames: int, checkpoint: str | None, dra
         from asl_ray.checkpoint import load_checkpoint
         from asl_ray.evaluation import predict_videos
 
-        (pred,) = predict_videos(load_checkpoint(checkpoint), [video], 1)
+        with native_logs_to_file():
+            (pred,) = predict_videos(load_checkpoint(checkpoint), [video], 1)
         if isinstance(pred, str):
             raise UserError(pred)
         spans = pred.sequence
     try:
-        png, presence = contact_sheet(video, out or Path(f"{video.stem}_landmarks.png"), frames, spans=spans)
+        with native_logs_to_file():
+            png, presence = contact_sheet(video, out or Path(f"{video.stem}_landmarks.png"), frames, spans=spans)
     except ExtractionError as exc:
         raise UserError(f"{video}: {exc}") from None
     click.echo(f"wrote {png}: pose in {presence['pose']:.0%} of frames, left hand {presence['left']:.0%}, "
@@ -302,13 +305,15 @@ def _show_augment(video: Path, out: Path | None, draws: int, config_path: str | 
     if not config_path:
         raise UserError("--augment needs -c CONFIG: the train.augment it draws")
     cfg = load_config(config_path, overrides)
-    ext = LandmarkExtractor()
     try:
-        lm = ext.extract(video)
+        with native_logs_to_file():
+            ext = LandmarkExtractor()
+            try:
+                lm = ext.extract(video)
+            finally:
+                ext.close()
     except ExtractionError as exc:
         raise UserError(f"{video}: {exc}") from None
-    finally:
-        ext.close()
     if not np.isfinite(lm.pose[..., 0]).any():
         raise UserError(f"{video}: no pose found in any frame, so there is no body frame to draw in")
     landmarks = video_features(lm.pose, lm.left, lm.right, lm.fps or 25.0).landmarks
@@ -446,7 +451,9 @@ def predict(checkpoint: str, videos: tuple[Path, ...], top: int, prior: Path | N
     from asl_ray.evaluation import predict_videos
 
     ck = load_checkpoint(checkpoint).with_decoding(prior, prior_weight, merge_repeats)
-    for p in predict_videos(ck, list(videos), top):
+    with native_logs_to_file():
+        predictions = predict_videos(ck, list(videos), top)
+    for p in predictions:
         if isinstance(p, str):
             click.echo(f"failed: {p}")
             continue

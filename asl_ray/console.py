@@ -24,6 +24,9 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 MARK = "[asl-ray] "
@@ -195,3 +198,32 @@ def absorb_actor_restart_notice() -> None:
         os.dup2(saved, 2)
         os.close(saved)
     ray.kill(probe)  # type: ignore[arg-type]
+
+
+@contextmanager
+def native_logs_to_file(name: str = "mediapipe") -> Iterator[Path]:
+    """Within the block, this process's fd 2 goes to a log file in the system
+    temp folder (yielded), so the native lines MediaPipe and TFLite print when
+    a graph is made, reset or closed (glog ``W0000 …``, ``INFO: Created
+    TensorFlow Lite XNNPACK delegate``) stay off the terminal of commands that
+    run MediaPipe in their own process (``predict``, ``show``); extraction's
+    workers do the same in their own way (extract.py). With ``-v`` nothing is
+    redirected. Python's own errors are raised out of the block and printed
+    after it, on the terminal."""
+    import tempfile
+
+    log = Path(tempfile.gettempdir()) / f"asl-ray-{name}-{os.getpid()}.log"
+    if verbose():
+        yield log
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 2)
+        os.close(fd)
+        yield log
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -251,17 +251,20 @@ def predict_videos(ck: LoadedCheckpoint, videos: list[Path], k: int = 5) -> list
     proc = SampleProcessor(ck.cfg.extract.model_copy(
         update={"lips": ck.cfg.extract.lips or ck.cfg.features.lips}))
     out: list[Prediction | str] = []
-    for video in videos:
-        row = proc({"video_id": video.stem, "gloss": "?", "label": -1, "split": "predict", "signer_id": None,
-                    "source": "predict", "path": str(video), "frame_start": 1, "frame_end": -1, "fps": None})
-        if row["status"] != "ok":
-            out.append(f"{video}: {row['error']}")
-            continue
-        arr = sample_arrays(row)
-        hands = float((arr.left_mask | arr.right_mask).mean())
-        lm = as_read(arr.model_landmarks(ck.cfg.features.lips), ck.cfg.features)  # as a training clip is
-        out.append(Prediction(str(video), predict_landmarks(ck, lm, row["fps"], k), row["num_frames"],
-                              hands, decode_sequence(ck, lm, row["fps"])))
+    try:
+        for video in videos:
+            row = proc({"video_id": video.stem, "gloss": "?", "label": -1, "split": "predict", "signer_id": None,
+                        "source": "predict", "path": str(video), "frame_start": 1, "frame_end": -1, "fps": None})
+            if row["status"] != "ok":
+                out.append(f"{video}: {row['error']}")
+                continue
+            arr = sample_arrays(row)
+            hands = float((arr.left_mask | arr.right_mask).mean())
+            lm = as_read(arr.model_landmarks(ck.cfg.features.lips), ck.cfg.features)  # as a training clip is
+            out.append(Prediction(str(video), predict_landmarks(ck, lm, row["fps"], k), row["num_frames"],
+                                  hands, decode_sequence(ck, lm, row["fps"])))
+    finally:
+        proc.close()
     return out
 
 

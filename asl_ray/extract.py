@@ -82,6 +82,13 @@ class SampleProcessor:
         return self._extractor.extract(row["path"], int(row["frame_start"]), int(row["frame_end"]),
                                        str(row.get("clips") or "raw")), self._extractor.version
 
+    def close(self) -> None:
+        """Close the MediaPipe graph, if one was built (a graph left to the
+        interpreter's exit is torn down, and logs, after the caller's output)."""
+        if self._extractor is not None:
+            self._extractor.close()
+            self._extractor = None
+
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from asl_ray.landmark_files import ASSUMED_ASPECT_NOTE, ISLR_VERSION, read_islr
         from asl_ray.landmarks import ExtractionError

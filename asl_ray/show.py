@@ -46,12 +46,14 @@ def contact_sheet(video: Path, out: Path, frames: int = 8, columns: int = 4,
     from asl_ray.landmarks import LandmarkExtractor
 
     ext = LandmarkExtractor()
-    lm = ext.extract(video)
-    spans = [(g, max(0, a), min(b, lm.num_frames - 1)) for g, a, b in spans or []]
-    even = np.linspace(0, lm.num_frames - 1, min(frames, lm.num_frames)).round().astype(int)
-    picks = np.unique(np.concatenate([even, np.array([(a + b) // 2 for _, a, b in spans], int)]))
-    images = {i: rgb for i, rgb in enumerate(ext.frames(video)) if i in set(picks.tolist())}
-    ext.close()
+    try:  # closed on a bad video too, so its graph is not torn down (and heard) at exit
+        lm = ext.extract(video)
+        spans = [(g, max(0, a), min(b, lm.num_frames - 1)) for g, a, b in spans or []]
+        even = np.linspace(0, lm.num_frames - 1, min(frames, lm.num_frames)).round().astype(int)
+        picks = np.unique(np.concatenate([even, np.array([(a + b) // 2 for _, a, b in spans], int)]))
+        images = {i: rgb for i, rgb in enumerate(ext.frames(video)) if i in set(picks.tolist())}
+    finally:
+        ext.close()
     rows = -(-len(picks) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.3 * rows), squeeze=False)
     for ax in axes.ravel():

@@ -100,3 +100,27 @@ def test_tune_on_a_terminal_writes_only_failures_above_its_bar(monkeypatch: pyte
             assert lines == []
     assert sum("started" in x for x in lines) == 3 and any("stopped early by ASHA" in x for x in lines)
     assert any("t0 completed" in x for x in lines) and any("t2 FAILED" in x for x in lines)
+
+
+def test_native_logs_go_to_a_file_inside_the_block_and_the_terminal_after(
+        capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a native library writes to fd 2 (as MediaPipe's glog and TFLite do)
+    goes to the log file inside the block; fd 2 is the terminal again after it,
+    also when the block raises; with -v nothing is redirected."""
+    from asl_ray.console import VERBOSE_ENV, native_logs_to_file
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    with native_logs_to_file("test") as log:
+        os.write(2, b"W0000 native noise\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
+    assert "W0000 native noise" in log.read_text()
+    with pytest.raises(RuntimeError), native_logs_to_file("test"):
+        raise RuntimeError("a Python error")
+    os.write(2, b"restored\n")
+    assert capfd.readouterr().err == "restored\n"
+    log.unlink()
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+    with native_logs_to_file("test") as log:
+        os.write(2, b"shown with -v\n")
+    assert capfd.readouterr().err == "shown with -v\n" and not log.exists()
