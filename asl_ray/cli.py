@@ -73,7 +73,8 @@ class _Group(click.Group):
 @click.group(cls=_Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="asl-ray")
 @click.option("-v", "--verbose", is_flag=True,
-              help="Also show Ray's own log lines (otherwise in its log files, /tmp/ray/session_latest/logs).")
+              help="Also show Ray's and MediaPipe's own log lines (otherwise in their log files: "
+              "/tmp/ray/session_latest/logs; /tmp/asl-ray-mediapipe-PID.log for predict and show).")
 def main(verbose: bool) -> None:
     """asl-ray: distributed landmark extraction, training and tuning for isolated sign recognition."""
     from asl_ray.console import VERBOSE_ENV
