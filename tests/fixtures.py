@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
+from asl_ray.config import FeaturesConfig
+from asl_ray.dataset import SignDataset
 from asl_ray.features import L_HIP, L_SHOULDER, NOSE, R_HIP, R_SHOULDER
+from asl_ray.ingest import prepare_table
+from asl_ray.inputs import Standardizer
+from asl_ray.samples import fit_standardizer, load_splits
+from asl_ray.vocab import Vocabulary
 
 
 def fake_landmarks(t: int = 12, seed: int = 0, hand_gap: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -33,3 +40,20 @@ def fake_landmarks(t: int = 12, seed: int = 0, hand_gap: bool = True) -> tuple[n
     if hand_gap:
         left[3:6] = np.nan
     return pose, left, right
+
+
+def ingest_matches_memory(table: pa.Table, features: FeaturesConfig) -> tuple[pa.Table, Standardizer, Vocabulary]:
+    """The Ray Data ingest's rows (``prepare_table``) of every row of ``table``
+    equal the in-memory path's inputs (``SignDataset``) for the same video, as
+    ``features`` reads them; returns the ingest's table, the standardiser and
+    the vocabulary, so a test can prepare the table another way to compare."""
+    splits = load_splits(table, None, features)
+    std = fit_standardizer(splits.train, features)
+    out = prepare_table(table, features, std, splits.vocab)
+    ds = SignDataset(splits.train + splits.val, features, std)
+    by_id = {s.video_id: i for i, s in enumerate(ds.samples)}
+    width = ds.inputs(0).shape[1]
+    for r, vid in enumerate(table.column("video_id").to_pylist()):
+        x = np.asarray(out.column("x")[r].as_py(), np.float32).reshape(-1, width)
+        np.testing.assert_allclose(x, ds.inputs(by_id[vid]), rtol=1e-6, atol=1e-6)
+    return out, std, splits.vocab

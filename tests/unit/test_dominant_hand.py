@@ -9,12 +9,12 @@ import pytest
 
 from asl_ray.augment import dominant_hand_right, mirror
 from asl_ray.config import FeaturesConfig
-from asl_ray.dataset import SignDataset
 from asl_ray.extract import rows_to_table
 from asl_ray.ingest import prepare_table
 from asl_ray.inputs import LEFT, RIGHT
-from asl_ray.samples import fit_standardizer, landmark_views, load_splits
+from asl_ray.samples import landmark_views, load_splits
 from asl_ray.synthetic import synthetic_rows
+from tests.fixtures import ingest_matches_memory
 
 FEATURES = FeaturesConfig(inputs=["phono", "masks", "hands", "pose", "velocity", "bones"], max_frames=40,
                           dominant_hand=True)
@@ -70,15 +70,7 @@ def test_only_the_left_handed_rows_are_mirrored(table: pa.Table) -> None:
 
 
 def test_the_ray_data_ingest_mirrors_as_the_in_memory_path_does(table: pa.Table) -> None:
-    splits = load_splits(table, None, FEATURES)
-    std = fit_standardizer(splits.train, FEATURES)
-    out = prepare_table(table, FEATURES, std, splits.vocab)
-    ds = SignDataset(splits.train + splits.val, FEATURES, std)
-    by_id = {s.video_id: i for i, s in enumerate(ds.samples)}
-    width = ds.inputs(0).shape[1]
-    for r, vid in enumerate(table.column("video_id").to_pylist()):
-        x = np.asarray(out.column("x")[r].as_py(), np.float32).reshape(-1, width)
-        np.testing.assert_allclose(x, ds.inputs(by_id[vid]), rtol=1e-6, atol=1e-6)
+    out, std, vocab = ingest_matches_memory(table, FEATURES)
     # ... and differs from reading them unmirrored, so the comparison above can fail.
-    unmirrored = prepare_table(table, FEATURES.model_copy(update={"dominant_hand": False}), std, splits.vocab)
+    unmirrored = prepare_table(table, FEATURES.model_copy(update={"dominant_hand": False}), std, vocab)
     assert not unmirrored.column("x").equals(out.column("x"))

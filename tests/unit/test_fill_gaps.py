@@ -9,13 +9,13 @@ import pyarrow as pa
 import pytest
 
 from asl_ray.config import FeaturesConfig, load_config
-from asl_ray.dataset import SignDataset
 from asl_ray.errors import UserError
 from asl_ray.extract import rows_to_table
 from asl_ray.ingest import prepare_table
 from asl_ray.inputs import LEFT, RIGHT, fill_hand_gaps
-from asl_ray.samples import as_read, fit_standardizer, landmark_views, load_splits
+from asl_ray.samples import as_read, landmark_views, load_splits
 from asl_ray.synthetic import synthetic_rows
+from tests.fixtures import ingest_matches_memory
 
 FEATURES = FeaturesConfig(inputs=["phono", "masks", "hands", "pose", "velocity", "bones"], max_frames=40,
                           fill_gaps=2)
@@ -76,16 +76,8 @@ def test_training_samples_and_the_ray_data_ingest_read_gaps_filled(table: pa.Tab
     for s in splits.train + splits.val:
         np.testing.assert_array_equal(s.landmarks, by_id[s.video_id])
 
-    splits = load_splits(table, None, FEATURES)
-    std = fit_standardizer(splits.train, FEATURES)
-    out = prepare_table(table, FEATURES, std, splits.vocab)
-    ds = SignDataset(splits.train + splits.val, FEATURES, std)
-    by_row = {s.video_id: i for i, s in enumerate(ds.samples)}
-    width = ds.inputs(0).shape[1]
-    for r, vid in enumerate(table.column("video_id").to_pylist()):
-        x = np.asarray(out.column("x")[r].as_py(), np.float32).reshape(-1, width)
-        np.testing.assert_allclose(x, ds.inputs(by_row[vid]), rtol=1e-6, atol=1e-6)
-    unfilled = prepare_table(table, FEATURES.model_copy(update={"fill_gaps": 0}), std, splits.vocab)
+    out, std, vocab = ingest_matches_memory(table, FEATURES)
+    unfilled = prepare_table(table, FEATURES.model_copy(update={"fill_gaps": 0}), std, vocab)
     assert not unfilled.column("x").equals(out.column("x"))  # so the comparison above can fail
 
 
