@@ -120,7 +120,7 @@ class FeaturesConfig(_Section):
     fill_gaps: int = Field(
         0, ge=0, le=30, description="fill each hand's runs of up to this many frames not found, between two "
         "frames where it was, by linear interpolation (inputs.fill_hand_gaps), in training and at inference; "
-        "0 = off")
+        "0 = off; 6 cost 3.1 val top-1 on WLASL100's recipe over 3 seeds (README, row 34)")
     dominant_hand: bool = Field(
         False, description="mirror every sequence whose left hand is found on more frames than its right, so the "
         "hand that signs is on the same side for every signer, in training and at inference (augment.py); on "
