@@ -70,8 +70,8 @@ def gloss_posteriors(ck: LoadedCheckpoint, samples: Sequence[Sample], speeds: Se
     signer's left and right swapped, as ``train.augment.mirror`` trains on)."""
     ck.model.eval()
     if mirrored and ck.cfg.features.dominant_hand:
-        raise UserError("test-time mirroring with features.dominant_hand: every sequence is already read "
-                        "in its right-handed form, so its mirror image would be read the same way")
+        raise UserError("test-time mirroring with features.dominant_hand: the model reads every sequence in "
+                        "its right-handed form, so a mirror image is a view it was never trained on")
     total = np.zeros((len(samples), ck.vocab.num_glosses))
     flips = (False, True) if mirrored else (False,)
     for speed, flip in [(v, f) for v in speeds for f in flips]:

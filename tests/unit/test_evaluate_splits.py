@@ -178,5 +178,5 @@ def test_mirror_tta_averages_each_clip_and_its_mirror_image(tmp_path: Path) -> N
     assert out.exit_code == 0 and "x 1 speed(s) x 2 (mirrored)" in out.output, out.output
 
     ck.cfg.features.dominant_hand = True
-    with pytest.raises(UserError, match="already read in its right-handed form"):
+    with pytest.raises(UserError, match="reads every sequence in its right-handed form"):
         evaluation.gloss_posteriors(ck, samples, mirrored=True)
